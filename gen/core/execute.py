@@ -1,0 +1,74 @@
+"""Running one unit: claim it, give the instructor its teachers, store its records once, settle its state.
+
+Both drivers call `UnitExecutor.execute`; only how unit ids arrive differs.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from gen.config import JobSpec
+from gen.conversation import conversation_problem
+from gen.core.journal import DbJournal
+from gen.errors import AuthError, OutputRejected, TeacherError, TeacherUnavailable, Unreachable
+from gen.instructors import Instructor, UnitInput
+from gen.store import Store, UnitState
+from gen.teacher import Teacher, UnitTeacher
+
+log = logging.getLogger("gen.core")
+
+
+@dataclass
+class UnitResult:
+    unit_id: int
+    state: str | None  # None: not claimed (someone else has it, or it is finished)
+    records: int = 0
+    duplicates: int = 0
+    error: str | None = None
+
+
+class UnitExecutor:
+    def __init__(self, store: Store, job_id: str, spec: JobSpec, instructor: Instructor,
+                 teachers: dict[str, Teacher], *, worker: str | None = None):
+        self.store = store
+        self.job_id = job_id
+        self.spec = spec
+        self.instructor = instructor
+        self.teachers = teachers
+        self.worker = worker
+
+    async def execute(self, unit_id: int) -> UnitResult:
+        unit = self.store.claim_unit(unit_id, worker=self.worker)
+        if unit is None:
+            return UnitResult(unit_id, None)
+        journal = DbJournal(self.store, self.job_id, unit_id)
+        bound = {name: UnitTeacher(t, journal, output_attempts=self.spec.run.output_attempts)
+                 for name, t in self.teachers.items()}
+        try:
+            records = await self.instructor.run(UnitInput(unit.key, unit.seq, unit.payload), bound)
+            for record in records:
+                problem = conversation_problem(record.conversation)
+                if problem:
+                    raise OutputRejected(f"malformed conversation: {problem}")
+            call_ids = sorted({cid for t in bound.values() for cid in t.call_ids})
+            inserted, dups = self.store.finish_unit_with_records(self.job_id, unit_id, records, call_ids)
+            return UnitResult(unit_id, UnitState.DONE, inserted, dups)
+        except OutputRejected as exc:
+            self.store.finish_unit(unit_id, UnitState.REJECTED, error=exc.reason, raw=exc.raw)
+            return UnitResult(unit_id, UnitState.REJECTED, error=exc.reason)
+        except (Unreachable, AuthError) as exc:
+            # Not this unit's fault: it goes back to pending and the driver stops asking this teacher.
+            self.store.finish_unit(unit_id, UnitState.PENDING, error=str(exc))
+            raise TeacherUnavailable(str(exc)) from None
+        except TeacherError as exc:
+            self.store.finish_unit(unit_id, UnitState.FAILED, error=str(exc), raw=exc.raw)
+            return UnitResult(unit_id, UnitState.FAILED, error=str(exc))
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            self.store.finish_unit(unit_id, UnitState.PENDING, error="interrupted")
+            raise
+        except Exception as exc:  # an instructor bug must not take the run down, nor vanish
+            log.exception("unit %s failed with an internal error", unit_id)
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            self.store.finish_unit(unit_id, UnitState.FAILED, error=message)
+            return UnitResult(unit_id, UnitState.FAILED, error=message)

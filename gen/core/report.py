@@ -1,0 +1,51 @@
+"""What `gen status` and `gen jobs` print, from the database alone (any machine can ask)."""
+from __future__ import annotations
+
+from typing import Any
+
+from gen.store import Job, Store, UnitState
+
+
+def status_dict(store: Store, job: Job) -> dict[str, Any]:
+    stats = store.stats(job.id)
+    return {
+        "id": job.id, "name": job.name, "instructor": job.instructor, "status": job.status,
+        "status_reason": job.status_reason, "created_at": job.created_at.isoformat(),
+        "units": stats.units, "total_units": stats.total_units, "records": stats.records,
+        "duplicates": stats.duplicates, "calls": stats.calls, "failed_calls": stats.failed_calls,
+        "rate_limited": stats.rate_limited, "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens, "cost_usd": round(stats.cost_usd, 6),
+    }
+
+
+def status_lines(store: Store, job: Job) -> list[str]:
+    d = status_dict(store, job)
+    u = d["units"]
+    finished = u[UnitState.DONE] + u[UnitState.REJECTED]
+    lines = [
+        f"job {d['id']}  {d['name']}  ({d['instructor']})  {d['status']}"
+        + (f": {d['status_reason']}" if d["status_reason"] else ""),
+        f"  units    {finished}/{d['total_units']} finished: done {u['done']}, rejected {u['rejected']}, "
+        f"failed {u['failed']}, running {u['running']}, pending {u['pending']}",
+        f"  records  {d['records']} ({d['duplicates']} duplicates dropped)",
+        f"  calls    {d['calls']} ({d['failed_calls']} failed, {d['rate_limited']} rate limited)",
+        f"  tokens   {d['prompt_tokens']} in, {d['completion_tokens']} out",
+        f"  cost     ${d['cost_usd']:.4f}",
+    ]
+    problems = store.units(job.id, UnitState.REJECTED)[:3] + store.units(job.id, UnitState.FAILED)[:3]
+    for unit in problems:
+        lines.append(f"  {unit.state} unit {unit.key}: {unit.last_error}")
+    return lines
+
+
+def jobs_table(store: Store) -> list[str]:
+    jobs = store.list_jobs()
+    if not jobs:
+        return ["no jobs yet (start one with `gen run FILE`)"]
+    lines = [f"{'ID':12}  {'NAME':24}  {'INSTRUCTOR':10}  {'STATUS':9}  {'UNITS':>13}  {'RECORDS':>7}  CREATED"]
+    for job in jobs:
+        stats = store.stats(job.id)
+        units = f"{stats.finished_units}/{stats.total_units}"
+        lines.append(f"{job.id:12}  {job.name[:24]:24}  {job.instructor[:10]:10}  {job.status[:9]:9}  {units:>13}  "
+                     f"{stats.records:>7}  {job.created_at:%Y-%m-%d %H:%M}")
+    return lines

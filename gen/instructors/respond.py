@@ -1,0 +1,78 @@
+"""`respond`: answer prompts, one call per unit. The plain distillation job and the benchmark workload."""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from gen.errors import JobFileError
+from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
+from gen.types import Message, NewRecord
+
+
+class RespondOptions(InstructorOptions):
+    prompts: list[str] | None = Field(default=None, description="Prompts written inline.")
+    prompts_file: str | None = Field(default=None, description="JSONL (`prompt` or `instruction` field) or text, one prompt a line.")
+    system: str | None = Field(default=None, description="A system prompt sent with every prompt and kept in the record.")
+    count: int | None = Field(default=None, gt=0, description="Use at most this many prompts.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "RespondOptions":
+        if not self.prompts and not self.prompts_file:
+            raise ValueError("give `prompts` or `prompts_file`")
+        return self
+
+
+class RespondInstructor(Instructor):
+    name = "respond"
+    summary = "Answer prompts given inline or from a JSONL/text file, one call each."
+    Options = RespondOptions
+
+    def plan(self) -> Iterator[PlannedUnit]:
+        opts: RespondOptions = self.options  # type: ignore[assignment]
+        prompts = list(opts.prompts or [])
+        if opts.prompts_file:
+            prompts += read_prompts(str(self.job.resolve_path(opts.prompts_file)), self.job.source)
+        if opts.count:
+            prompts = prompts[: opts.count]
+        for i, prompt in enumerate(prompts):
+            yield PlannedUnit(key=f"{i:07d}", payload={"prompt": prompt})
+
+    async def run(self, unit: UnitInput, teachers: Mapping[str, Any]) -> list[NewRecord]:
+        opts: RespondOptions = self.options  # type: ignore[assignment]
+        messages: list[Message] = []
+        if opts.system:
+            messages.append({"role": "system", "content": opts.system})
+        messages.append({"role": "user", "content": unit.payload["prompt"]})
+        teacher = teachers["main"]
+        reply = await teacher.chat(messages)
+        conversation = [*messages, {"role": "assistant", "content": reply.text}]
+        key = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:32]
+        return [NewRecord(key=key, conversation=conversation, meta={"teacher": teacher.name, "model": teacher.model})]
+
+
+def read_prompts(path: str, source: str) -> list[str]:
+    """Prompts from a .jsonl file (`prompt` or `instruction` field) or a text file (one per non-empty line)."""
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except OSError as exc:
+        raise JobFileError(source, [f"instructor.prompts_file: cannot read {path} ({exc.strerror})"]) from None
+    if not path.endswith((".jsonl", ".json")):
+        return [line.strip() for line in lines if line.strip()]
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise JobFileError(source, [f"instructor.prompts_file: {path} line {number}: not valid JSON"]) from None
+        text = row.get("prompt") or row.get("instruction") if isinstance(row, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise JobFileError(source, [f"instructor.prompts_file: {path} line {number}: "
+                                        "no 'prompt' or 'instruction' text"])
+        prompts.append(text)
+    return prompts

@@ -1,0 +1,425 @@
+"""The simulated teacher: an aiohttp app speaking OpenAI chat-completions.
+
+Request flow of ``POST /v1/chat/completions``: parse and validate (400) ->
+reject json_schema if configured (400) -> rate limits (429) -> injected
+faults (500/503, hang, malformed body) -> latency -> answer.  400s and 429s
+answer immediately.
+
+TPM charging rule: a request is charged prompt_tokens + max_tokens (or
+max_completion_tokens) when the client sets one, else prompt_tokens +
+DEFAULT_COMPLETION_ESTIMATE.  The charge is made at admission and never
+refunded, as providers do when they count max_tokens against TPM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import math
+import random
+import threading
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .buckets import RateLimiter, retry_headers
+from .config import STARTUP_ONLY_FIELDS, SimConfig
+from .content import (
+    find_schema_in_messages,
+    generate_instance,
+    generate_invalid_instance,
+    message_text,
+    plain_text,
+)
+
+DEFAULT_COMPLETION_ESTIMATE = 256
+SHUTDOWN_TIMEOUT_S = 0.25
+FAULT_KINDS = ("error", "hang", "malformed", "truncate", "schema_violation")
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def count_tokens(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def new_stats() -> dict[str, Any]:
+    return {
+        "requests": 0,
+        "by_status": {},
+        "served_429": 0,
+        "faults": {kind: 0 for kind in FAULT_KINDS},
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "in_flight": 0,
+    }
+
+
+class SimulatorState:
+    """Live config, RNG, rate limiter and counters of one running simulator."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.limiter = RateLimiter(config.rpm, config.tpm, time.monotonic())
+        self.stats = new_stats()
+        self.answer_count = 0
+
+    def configure(self, patch: dict[str, Any]) -> SimConfig:
+        for name in STARTUP_ONLY_FIELDS:
+            if name in patch and patch[name] != getattr(self.config, name):
+                raise ValueError(f"{name} cannot be changed while the simulator runs")
+        new = self.config.with_changes(patch)
+        if new.seed != self.config.seed or "seed" in patch:
+            self.rng = random.Random(new.seed)
+        if (new.rpm, new.tpm) != (self.config.rpm, self.config.tpm):
+            self.limiter = RateLimiter(new.rpm, new.tpm, time.monotonic())
+        self.config = new
+        return new
+
+    def reset_stats(self) -> None:
+        in_flight = self.stats["in_flight"]
+        self.stats = new_stats()
+        self.stats["in_flight"] = in_flight
+
+    def respond(self, status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+        by_status = self.stats["by_status"]
+        by_status[str(status)] = by_status.get(str(status), 0) + 1
+        text = body if isinstance(body, str) else json.dumps(body)
+        return web.Response(status=status, text=text, headers={**JSON_HEADERS, **(headers or {})})
+
+
+def _parse_request(raw: bytes) -> tuple[dict | None, dict | None]:
+    """(body, None) for a usable request, (None, error body) for a bad one."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None, error_body("We could not parse the JSON body of your request.",
+                                      "invalid_request_error", "invalid_json")
+    if not isinstance(body, dict):
+        return None, error_body("The request body must be a JSON object.",
+                                      "invalid_request_error", "invalid_json")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        return None, error_body("'messages' is required and must be a non-empty array of objects.",
+                                      "invalid_request_error", "missing_messages", "messages")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
+                                   or max_tokens < 1):
+        return None, error_body("max_tokens must be a positive integer.",
+                                      "invalid_request_error", "invalid_value", "max_tokens")
+    return body, None
+
+
+def _requested_schema(body: dict) -> tuple[str, Any]:
+    """("json_schema" | "json_object" | "text", schema or None)."""
+    response_format = body.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        return "json_schema", spec.get("schema") if isinstance(spec, dict) else None
+    if kind == "json_object":
+        return "json_object", find_schema_in_messages(body["messages"])
+    return "text", None
+
+
+STATE_KEY = web.AppKey("state", SimulatorState)
+
+
+class ChatHandler:
+    """The chat-completions endpoint, bound to one SimulatorState."""
+
+    def __init__(self, state: SimulatorState) -> None:
+        self.state = state
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        state = self.state
+        state.stats["requests"] += 1
+        body, error = _parse_request(await request.read())
+        if error is not None:
+            return state.respond(400, error)
+        config = state.config
+        mode, schema = _requested_schema(body)
+        if mode == "json_schema" and config.reject_json_schema:
+            return state.respond(400, error_body(
+                "response_format json_schema is not supported by this server",
+                "invalid_request_error", None, "response_format"))
+        prompt_tokens = sum(count_tokens(message_text(m.get("content"))) for m in body["messages"])
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        charge = prompt_tokens + (max_tokens or DEFAULT_COMPLETION_ESTIMATE)
+        decision = state.limiter.check(charge, time.monotonic())
+        if not decision.allowed:
+            state.stats["served_429"] += 1
+            headers = {**decision.headers, **retry_headers(decision.retry_after_s)}
+            return state.respond(429, error_body(
+                "Rate limit reached for requests; please retry after the indicated delay.",
+                "rate_limit_exceeded", "rate_limit_exceeded"), headers)
+        state.stats["in_flight"] += 1
+        try:
+            return await self._answer(body, mode, schema, prompt_tokens, max_tokens, decision.headers)
+        finally:
+            state.stats["in_flight"] -= 1
+
+    async def _answer(self, body: dict, mode: str, schema: Any, prompt_tokens: int,
+                      max_tokens: int | None, headers: dict[str, str]) -> web.Response:
+        state, config, rng = self.state, self.state.config, self.state.rng
+        faults = state.stats["faults"]
+        draws = [rng.random() for _ in FAULT_KINDS]
+        if draws[0] < config.error_rate:
+            faults["error"] += 1
+            await self._sleep(config)
+            if rng.random() < 0.5:
+                return state.respond(500, error_body(
+                    "The server had an error while processing your request.", "server_error"), headers)
+            return state.respond(503, error_body(
+                "The engine is currently overloaded, please try again later.", "server_error",
+                "service_unavailable"), headers)
+        if draws[1] < config.hang_rate:
+            faults["hang"] += 1
+            await asyncio.sleep(config.hang_seconds)
+            return state.respond(504, error_body("The simulated teacher hung and timed out.",
+                                                 "server_error", "timeout"), headers)
+
+        violate = schema is not None and draws[4] < config.schema_violation_rate
+        content = self._content(body, mode, schema, violate)
+        finish_reason = "stop"
+        if draws[3] < config.truncate_rate:
+            faults["truncate"] += 1
+            content = content[: max(1, int(len(content) * rng.uniform(0.3, 0.7)))]
+            finish_reason = "length"
+        if max_tokens is not None and count_tokens(content) > max_tokens:
+            content, finish_reason = content[: max_tokens * 4], "length"
+        if violate:
+            faults["schema_violation"] += 1
+        completion_tokens = count_tokens(content)
+        state.answer_count += 1
+        payload = {
+            "id": f"chatcmpl-sim-{state.answer_count:08d}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model") if isinstance(body.get("model"), str) else config.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": finish_reason}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+        await self._sleep(config)
+        text = json.dumps(payload)
+        if draws[2] < config.malformed_rate:
+            faults["malformed"] += 1
+            return state.respond(200, text[: max(1, len(text) // 2)], headers)
+        state.stats["prompt_tokens"] += prompt_tokens
+        state.stats["completion_tokens"] += completion_tokens
+        return state.respond(200, text, headers)
+
+    def _content(self, body: dict, mode: str, schema: Any, violate: bool) -> str:
+        rng = self.state.rng
+        if schema is not None:
+            value = generate_invalid_instance(schema, rng) if violate else generate_instance(schema, rng)
+            return json.dumps(value)
+        user_text = next((message_text(m.get("content")) for m in reversed(body["messages"])
+                          if m.get("role") == "user"), "")
+        text = plain_text(rng, user_text)
+        return json.dumps({"result": text}) if mode != "text" else text
+
+    async def _sleep(self, config: SimConfig) -> None:
+        delay = config.latency
+        if config.jitter:
+            delay += self.state.rng.uniform(-config.jitter, config.jitter)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+def build_app(config: SimConfig) -> web.Application:
+    """The simulator as an aiohttp Application; its live state is ``app[STATE_KEY]``."""
+    state = SimulatorState(config)
+    app = web.Application()
+    app[STATE_KEY] = state
+    chat = ChatHandler(state)
+
+    async def models(_request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": state.config.model, "object": "model", "created": 0, "owned_by": "gen-simulator"}]})
+
+    async def get_stats(_request: web.Request) -> web.Response:
+        return web.json_response(copy.deepcopy(state.stats))
+
+    async def get_config(_request: web.Request) -> web.Response:
+        return web.json_response(state.config.to_dict())
+
+    async def patch_config(request: web.Request) -> web.Response:
+        try:
+            patch = json.loads(await request.read())
+            if not isinstance(patch, dict):
+                raise ValueError("config patch must be a JSON object")
+            new = state.configure(patch)
+        except (ValueError, TypeError) as exc:
+            return web.json_response(error_body(str(exc), "invalid_request_error"), status=400)
+        return web.json_response(new.to_dict())
+
+    async def reset(_request: web.Request) -> web.Response:
+        state.reset_stats()
+        return web.json_response({"ok": True})
+
+    app.router.add_post("/v1/chat/completions", chat.handle)
+    app.router.add_post("/chat/completions", chat.handle)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/models", models)
+    app.router.add_get("/sim/stats", get_stats)
+    app.router.add_get("/sim/config", get_config)
+    app.router.add_post("/sim/config", patch_config)
+    app.router.add_post("/sim/reset", reset)
+    return app
+
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+class RunningSimulator:
+    """A simulator serving inside the current event loop (see ``start_simulator``)."""
+
+    def __init__(self, runner: web.AppRunner, state: SimulatorState, port: int) -> None:
+        self._runner = runner
+        self.state = state
+        self.port = port
+        self.server_url = f"http://{_url_host(state.config.host)}:{port}"
+        self.base_url = f"{self.server_url}/v1"
+
+    @property
+    def config(self) -> SimConfig:
+        return self.state.config
+
+    def stats(self) -> dict[str, Any]:
+        return copy.deepcopy(self.state.stats)
+
+    def configure(self, **patch: Any) -> SimConfig:
+        return self.state.configure(patch)
+
+    def reset_stats(self) -> None:
+        self.state.reset_stats()
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+
+async def start_simulator(config: SimConfig | None = None) -> RunningSimulator:
+    """Start serving in the running loop; returns once the port is listening."""
+    config = config or SimConfig()
+    app = build_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
+                           shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    port = runner.addresses[0][1]
+    return RunningSimulator(runner, app[STATE_KEY], port)
+
+
+class Simulator:
+    """The simulator on a background thread with its own event loop.
+
+    ``with Simulator(SimConfig(latency=0.01)) as sim: ... sim.base_url ...``
+    """
+
+    def __init__(self, config: SimConfig | None = None, *, start_timeout: float = 10.0) -> None:
+        self._config = config or SimConfig()
+        self._start_timeout = start_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._running: RunningSimulator | None = None
+
+    def __enter__(self) -> "Simulator":
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> RunningSimulator:
+        if self._running is None:
+            raise RuntimeError("simulator is not running")
+        return self._running
+
+    base_url = property(lambda self: self.running.base_url)
+    server_url = property(lambda self: self.running.server_url)
+    port = property(lambda self: self.running.port)
+    config = property(lambda self: self.running.config)
+
+    def start(self) -> "Simulator":
+        if self._thread is not None:
+            raise RuntimeError("simulator already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                self._running = loop.run_until_complete(start_simulator(self._config))
+            except BaseException as exc:  # reported to the starting thread
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.close()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=serve, name="gen-simulator", daemon=True)
+        self._thread.start()
+        if not ready.wait(self._start_timeout):
+            raise RuntimeError("simulator did not start in time")
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def _on_loop(self, func: Any, *args: Any) -> Any:
+        async def call() -> Any:
+            return func(*args)
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout=10)
+
+    def stats(self) -> dict[str, Any]:
+        return self._on_loop(self.running.stats)
+
+    def configure(self, **patch: Any) -> SimConfig:
+        return self._on_loop(self.running.state.configure, patch)
+
+    def reset_stats(self) -> None:
+        self._on_loop(self.running.reset_stats)
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        loop, running = self._loop, self._running
+        try:
+            if running is not None:
+                asyncio.run_coroutine_threadsafe(running.stop(), loop).result(timeout=10)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(timeout=10)
+            self._thread, self._loop, self._running = None, None, None

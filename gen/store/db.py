@@ -1,0 +1,83 @@
+"""Engines and the schema version: SQLite (WAL) by default, PostgreSQL by URL."""
+from __future__ import annotations
+
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from gen.errors import StoreError
+from gen.store.models import SCHEMA_VERSION, Meta
+
+# Migrations from version N to N+1, applied in order to an older database. Append only.
+MIGRATIONS: dict[int, list[str]] = {}
+
+
+def normalise_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"GEN_DATABASE_URL is not a database URL: {redact(url)}") from None
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    raise StoreError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite:/// or postgresql+psycopg://")
+
+
+def redact(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+def prepare_schema(engine: Engine) -> None:
+    """Create the tables on a new database; migrate an older one; refuse a newer one with a clear message."""
+    try:
+        names = set(inspect(engine).get_table_names())
+    except OperationalError as exc:
+        raise StoreError(f"cannot open the database {redact(str(engine.url))}: {str(exc.orig).strip()}") from None
+    if "gen_meta" not in names:
+        if names & {"jobs", "units", "calls", "records"}:
+            raise StoreError(f"{redact(str(engine.url))} holds tables that gen did not make (no gen_meta table)")
+        SQLModel.metadata.create_all(engine)
+        with Session(engine) as session:
+            session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+            session.commit()
+        return
+    with Session(engine) as session:
+        row = session.exec(select(Meta).where(Meta.key == "schema_version")).first()
+        version = int(row.value) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the database is at schema version {version}, newer than this gen understands "
+                             f"({SCHEMA_VERSION}): upgrade gen")
+        while version < SCHEMA_VERSION:
+            steps = MIGRATIONS.get(version)
+            if steps is None:
+                raise StoreError(f"no migration from schema version {version}; export your data with the gen "
+                                 "that made it, then start a new database")
+            for statement in steps:
+                session.connection().exec_driver_sql(statement)
+            version += 1
+            row.value = str(version)
+            session.add(row)
+            session.commit()

@@ -1,0 +1,107 @@
+"""The tables. The database is the source of truth for every job and unit; keys never reach it."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UnitState:
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    FINISHED = (DONE, REJECTED)
+    ALL = (PENDING, RUNNING, DONE, REJECTED, FAILED)
+
+
+class Meta(SQLModel, table=True):
+    __tablename__ = "gen_meta"
+    key: str = Field(primary_key=True, max_length=64)
+    value: str
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(index=True, max_length=64)
+    instructor: str = Field(max_length=64)
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    spec_hash: str = Field(max_length=64)
+    status: str = Field(default="active", max_length=32)
+    status_reason: Optional[str] = Field(default=None, sa_column=Column(Text))
+    unit_count: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Unit(SQLModel, table=True):
+    __tablename__ = "units"
+    __table_args__ = (UniqueConstraint("job_id", "key"), Index("ix_units_job_state", "job_id", "state"))
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", max_length=32)
+    seq: int = 0
+    key: str = Field(max_length=200)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    state: str = Field(default=UnitState.PENDING, max_length=16)
+    attempts: int = 0
+    duplicates: int = 0
+    last_error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    raw_output: Optional[str] = Field(default=None, sa_column=Column(Text))
+    worker: Optional[str] = Field(default=None, max_length=128)
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+
+
+class Call(SQLModel, table=True):
+    """Every teacher call: request, answer, status, latency, tokens, cost. Never a key."""
+
+    __tablename__ = "calls"
+    __table_args__ = (Index("ix_calls_unit_key", "unit_id", "request_key"), Index("ix_calls_job", "job_id"))
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: str = Field(max_length=32)
+    unit_id: int = Field(foreign_key="units.id")
+    teacher: str = Field(max_length=64)
+    model: str = Field(max_length=200)
+    params: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    messages: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    request_key: str = Field(max_length=64)
+    occurrence: int = 0
+    attempt: int = 1
+    status: Optional[int] = None
+    text: Optional[str] = Field(default=None, sa_column=Column(Text))
+    finish_reason: Optional[str] = Field(default=None, max_length=32)
+    latency_ms: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    error_kind: Optional[str] = Field(default=None, max_length=64)
+    accepted: Optional[bool] = None
+    reject_reason: Optional[str] = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Record(SQLModel, table=True):
+    """A validated conversation. `key` is unique per job, so no retry or rerun can store one twice."""
+
+    __tablename__ = "records"
+    __table_args__ = (UniqueConstraint("job_id", "key"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", max_length=32, index=True)
+    unit_id: int = Field(foreign_key="units.id")
+    key: str = Field(max_length=200)
+    kind: str = Field(default="conversation", max_length=32)
+    conversation: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    call_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

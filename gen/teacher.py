@@ -1,0 +1,317 @@
+"""A teacher: one provider behind one rate limiter, with retries, structured outputs and a record of every call.
+
+Two layers:
+- `Teacher` is shared by every unit of a job. `exchange()` sends one request through the limiter and retries
+  transport failures (429 honouring Retry-After, 5xx, timeouts, connection errors, malformed bodies, answers cut
+  at max_tokens) with exponential backoff and jitter. Every HTTP exchange is handed to the unit's journal.
+- `UnitTeacher` is what an instructor receives. `chat()` asks for text or for JSON valid against a schema,
+  retries outputs that fail validation, and replays answers the journal already holds, so a unit that is run
+  again (after Ctrl-C, a crash, a redelivery) never pays twice for a call that was already accepted.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from gen.config import TeacherSpec
+from gen.errors import (BadRequest, MalformedResponse, OutputRejected, RateLimited, ResponseFormatUnsupported,
+                        TeacherError, Truncated)
+from gen.providers.base import Provider
+from gen.ratelimit.base import HeaderHint, RateLimiter
+from gen.schemas import first_problem, validator_for_schema_text
+from gen.types import ChatRequest, Completion, Message, estimate_prompt_tokens
+
+MAX_RATE_LIMITED_WAITS = 200  # 429s do not use up max_retries, but a call gives up after this many
+
+
+@dataclass
+class CallOutcome:
+    """One HTTP exchange as the journal records it (never holds a key)."""
+
+    teacher: str
+    model: str
+    params: dict[str, Any]
+    messages: list[Message]
+    request_key: str
+    occurrence: int
+    attempt: int
+    latency_ms: int
+    status: int | None = None
+    text: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    error: str | None = None
+    error_kind: str | None = None
+
+
+@dataclass
+class StoredReply:
+    """An accepted answer the journal already holds."""
+
+    call_id: int
+    text: str
+
+
+class Journal(Protocol):
+    """Where a unit's calls go. The execution core provides a database-backed one."""
+
+    def record_call(self, outcome: CallOutcome) -> int: ...
+
+    def accept_call(self, call_id: int) -> None: ...
+
+    def reject_call(self, call_id: int, reason: str) -> None: ...
+
+    def accepted_reply(self, request_key: str, occurrence: int) -> StoredReply | None: ...
+
+
+@dataclass
+class Meter:
+    """Live counters for the progress display (the database stays the source of truth)."""
+
+    calls: int = 0
+    failed_calls: int = 0
+    rate_limited: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    replayed: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, outcome: CallOutcome) -> None:
+        self.calls += 1
+        if outcome.error:
+            self.failed_calls += 1
+        if outcome.error_kind == "RateLimited":
+            self.rate_limited += 1
+        self.prompt_tokens += outcome.prompt_tokens
+        self.completion_tokens += outcome.completion_tokens
+        self.cost_usd += outcome.cost_usd
+
+
+@dataclass
+class Reply:
+    text: str
+    data: Any = None
+    call_id: int | None = None
+    replayed: bool = False
+
+
+def backoff_delay(attempt: int, retry_after: float | None, *, base: float = 0.5, cap: float = 30.0,
+                  rng: random.Random = random.Random()) -> float:
+    """Exponential backoff with jitter; never sooner than the provider's Retry-After."""
+    delay = min(cap, base * (2 ** attempt)) * rng.uniform(0.5, 1.0)
+    if retry_after is not None:
+        delay = max(delay, retry_after + rng.uniform(0, 0.1 + retry_after * 0.1))
+    return delay
+
+
+def request_key(teacher: str, model: str, messages: list[Message], schema_text: str | None,
+                params: dict[str, Any]) -> str:
+    payload = json.dumps([teacher, model, messages, schema_text, params], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def is_strict_compatible(schema: Any) -> bool:
+    """OpenAI's strict mode needs every object closed and every property required."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" or "properties" in schema:
+            props = schema.get("properties", {})
+            if schema.get("additionalProperties") is not False or set(schema.get("required", [])) != set(props):
+                return False
+        return all(is_strict_compatible(v) for v in schema.values())
+    if isinstance(schema, list):
+        return all(is_strict_compatible(v) for v in schema)
+    return True
+
+
+def schema_prompt(schema_text: str) -> str:
+    return ("Respond with only a JSON object, no prose and no code fences, that validates against this JSON "
+            "Schema:\n```json\n" + schema_text + "\n```")
+
+
+class Teacher:
+    """Shared by all units of a job: the provider, its limiter, its retry policy and its structured-output mode."""
+
+    def __init__(self, spec: TeacherSpec, provider: Provider, limiter: RateLimiter, meter: Meter | None = None, *,
+                 sleep=asyncio.sleep):
+        self.spec = spec
+        self.name = spec.name
+        self.provider = provider
+        self.limiter = limiter
+        self.meter = meter or Meter()
+        self.json_mode = spec.structured_output == "json_object"  # switched on when a server refuses json_schema
+        self._sleep = sleep
+        self._rng = random.Random()
+
+    async def exchange(self, messages: list[Message], *, journal: Journal, key: str, occurrence: int,
+                       params: dict[str, Any], response_format: dict[str, Any] | None) -> tuple[Completion, int]:
+        """One answer, retrying transport failures. Returns the completion and its call id in the journal."""
+        estimate = estimate_prompt_tokens(messages) + int(params.get("max_tokens", 256) * 0.5)
+        attempt = retries = limited = 0
+        while True:
+            attempt += 1
+            request = ChatRequest(self.spec.model, messages, params, response_format, self.spec.timeout)
+            permit = await self.limiter.acquire(estimate)
+            started = time.monotonic()
+            outcome = CallOutcome(self.name, self.spec.model, params, messages, key, occurrence, attempt, 0)
+            try:
+                completion = await self.provider.complete(request)
+            except TeacherError as exc:
+                await self.limiter.release(permit, None)
+                self._fill_error(outcome, exc, started)
+                journal.record_call(outcome)
+                self.meter.add(outcome)
+                if isinstance(exc, ResponseFormatUnsupported) and response_format is not None:
+                    raise
+                if isinstance(exc, RateLimited):
+                    limited += 1
+                    wait = backoff_delay(min(limited, 6), exc.retry_after, rng=self._rng)
+                    await self.limiter.pause(wait)
+                    if limited >= MAX_RATE_LIMITED_WAITS:
+                        raise
+                    await self._sleep(wait)
+                    continue
+                if not exc.retryable or retries >= self.spec.max_retries:
+                    raise
+                await self._sleep(backoff_delay(retries, exc.retry_after, rng=self._rng))
+                retries += 1
+                continue
+            used = completion.usage.total_tokens or None
+            await self.limiter.release(permit, used)
+            await self.limiter.observe(HeaderHint.from_headers(completion.headers), estimate)
+            outcome.latency_ms = int((time.monotonic() - started) * 1000)
+            outcome.status = completion.status
+            outcome.text = completion.text
+            outcome.finish_reason = completion.finish_reason
+            outcome.prompt_tokens = completion.usage.prompt_tokens
+            outcome.completion_tokens = completion.usage.completion_tokens
+            outcome.cost_usd = self.spec.prices.cost(outcome.prompt_tokens, outcome.completion_tokens)
+            if completion.finish_reason == "length":
+                outcome.error = f"answer cut at max_tokens={params.get('max_tokens')} (finish_reason=length)"
+                outcome.error_kind = "Truncated"
+            call_id = journal.record_call(outcome)
+            self.meter.add(outcome)
+            if outcome.error_kind == "Truncated":
+                if retries >= self.spec.max_retries:
+                    raise Truncated(f"teacher '{self.name}': {outcome.error}", raw=completion.text)
+                retries += 1
+                await self._sleep(backoff_delay(0, None, base=0.1, rng=self._rng))
+                continue
+            return completion, call_id
+
+    def _fill_error(self, outcome: CallOutcome, exc: TeacherError, started: float) -> None:
+        outcome.latency_ms = int((time.monotonic() - started) * 1000)
+        outcome.status = exc.status
+        outcome.error = str(exc)
+        outcome.error_kind = type(exc).__name__
+        if isinstance(exc, MalformedResponse):
+            outcome.text = exc.raw
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
+        await self.limiter.aclose()
+
+
+Check = Callable[[Reply], "str | None"]
+
+
+class UnitTeacher:
+    """The teacher as one unit sees it: bound to the unit's journal, so calls are recorded and replayable."""
+
+    def __init__(self, teacher: Teacher, journal: Journal, *, output_attempts: int = 3):
+        self.teacher = teacher
+        self.journal = journal
+        self.output_attempts = output_attempts
+        self.call_ids: list[int] = []
+        self._occurrences: dict[str, int] = {}
+
+    @property
+    def name(self) -> str:
+        return self.teacher.name
+
+    @property
+    def model(self) -> str:
+        return self.teacher.spec.model
+
+    async def chat(self, messages: list[Message], *, schema: dict[str, Any] | None = None,
+                   schema_name: str = "output", check: Check | None = None, **overrides: Any) -> Reply:
+        """Ask for an answer. With `schema`, the reply's `.data` is JSON valid against it.
+
+        `check` may refuse a reply with a reason (it is then asked again, up to `output_attempts`).
+        Raises OutputRejected with the last reason and raw output when no attempt passes.
+        """
+        params = {**self.teacher.spec.sampling(), **{k: v for k, v in overrides.items() if v is not None}}
+        schema_text = json.dumps(schema, sort_keys=True) if schema is not None else None
+        key = request_key(self.teacher.name, self.model, messages, schema_text, params)
+        occurrence = self._occurrences.get(key, 0)
+        self._occurrences[key] = occurrence + 1
+
+        stored = self.journal.accepted_reply(key, occurrence)
+        if stored is not None:
+            reply = self._parse(stored.text, schema_text)
+            if reply is not None and not isinstance(reply, str):
+                reply.call_id, reply.replayed = stored.call_id, True
+                self.call_ids.append(stored.call_id)
+                self.teacher.meter.replayed += 1
+                return reply
+
+        reason, raw = "no attempt was made", None
+        for _ in range(self.output_attempts):
+            sent, response_format = self._request(messages, schema, schema_name, schema_text)
+            try:
+                completion, call_id = await self.teacher.exchange(
+                    sent, journal=self.journal, key=key, occurrence=occurrence, params=params,
+                    response_format=response_format)
+            except ResponseFormatUnsupported:
+                self.teacher.json_mode = True  # this server has no json_schema: schema in the prompt from now on
+                sent, response_format = self._request(messages, schema, schema_name, schema_text)
+                completion, call_id = await self.teacher.exchange(
+                    sent, journal=self.journal, key=key, occurrence=occurrence, params=params,
+                    response_format=response_format)
+            raw = completion.text
+            parsed = self._parse(completion.text, schema_text)
+            if isinstance(parsed, str):
+                reason = parsed
+            else:
+                parsed.call_id = call_id
+                reason = check(parsed) if check else None
+                if reason is None:
+                    self.journal.accept_call(call_id)
+                    self.call_ids.append(call_id)
+                    return parsed
+            self.journal.reject_call(call_id, reason)
+        raise OutputRejected(f"{reason} (after {self.output_attempts} attempts)", raw=raw)
+
+    def _request(self, messages: list[Message], schema: dict[str, Any] | None, schema_name: str,
+                 schema_text: str | None) -> tuple[list[Message], dict[str, Any] | None]:
+        if schema is None:
+            return messages, None
+        if self.teacher.json_mode:
+            return [*messages, {"role": "user", "content": schema_prompt(schema_text or "{}")}], {"type": "json_object"}
+        return messages, {"type": "json_schema", "json_schema": {
+            "name": schema_name, "schema": schema, "strict": is_strict_compatible(schema)}}
+
+    @staticmethod
+    def _parse(text: str, schema_text: str | None) -> "Reply | str":
+        """A Reply, or the reason the text is not acceptable output."""
+        if schema_text is None:
+            return Reply(text=text) if text.strip() else "empty answer"
+        try:
+            data = json.loads(text)
+        except (ValueError, TypeError) as exc:
+            return f"output is not JSON ({exc.__class__.__name__}: {str(exc)[:80]})"
+        problem = first_problem(validator_for_schema_text(schema_text), data)
+        if problem is not None:
+            return f"output breaks the schema: {problem}"
+        return Reply(text=text, data=data)
+
+
+__all__ = ["Teacher", "UnitTeacher", "Reply", "Meter", "Journal", "CallOutcome", "StoredReply", "BadRequest",
+           "backoff_delay"]

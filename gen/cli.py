@@ -39,9 +39,17 @@ def handle_errors(fn):
 
 
 def open_store(ctx: click.Context):
+    """The database for commands that only read: a missing SQLite file is an error, not a new database."""
+    from sqlalchemy.engine import make_url
+
     from gen.store import Store
 
-    return Store(ctx.obj["db"])
+    url = ctx.obj["db"]
+    if url.startswith("sqlite:///"):
+        path = make_url(url).database
+        if path and path != ":memory:" and not Path(path).exists():
+            raise UsageError(f"no gen database at {path} (run a job first, or point --db / GEN_DATABASE_URL at one)")
+    return Store(url)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

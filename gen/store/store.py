@@ -144,10 +144,11 @@ class Store:
                          "conversation": r.conversation, "meta": r.meta, "call_ids": call_ids,
                          "created_at": utcnow()} for r in records]
                 insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(Record.__table__)
-                for row in rows:  # per row, so the rowcount says which keys were new
-                    result = s.connection().execute(insert.on_conflict_do_nothing(
-                        index_elements=["job_id", "key"]), row)
-                    inserted += result.rowcount or 0
+                statement = insert.on_conflict_do_nothing(index_elements=["job_id", "key"]).returning(
+                    Record.__table__.c.id)
+                for row in rows:  # per row, so RETURNING says which keys were new
+                    if s.connection().execute(statement, row).first() is not None:
+                        inserted += 1
             duplicates = len(records) - inserted
             s.exec(update(Unit).where(Unit.id == unit_id).values(
                 state=UnitState.DONE, last_error=None, duplicates=duplicates, finished_at=utcnow()))

@@ -1,0 +1,109 @@
+"""The store on SQLite and on the machine's PostgreSQL: the same behaviour on both."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from gen.errors import StoreError, UnknownJobError
+from gen.store import Store, UnitState
+from gen.types import NewRecord
+
+
+def make_job(store: Store, n: int = 3):
+    return store.create_job(name="demo", instructor="respond", spec={"name": "demo"}, spec_hash="abc",
+                            units=[(f"u{i}", {"prompt": f"p{i}"}) for i in range(n)])
+
+
+def conv(q: str, a: str = "answer"):
+    return [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+
+
+def test_job_and_units_are_created_together_and_found_by_id_or_name(db_url):
+    store = Store(db_url)
+    job = make_job(store)
+    assert store.find_job(job.id).id == job.id
+    assert store.find_job("demo").id == job.id
+    assert store.find_resumable("demo", "abc").id == job.id
+    assert store.find_resumable("demo", "other") is None
+    with pytest.raises(UnknownJobError):
+        store.find_job("nope")
+    assert [u.key for u in store.units(job.id)] == ["u0", "u1", "u2"]
+    assert store.stats(job.id).units[UnitState.PENDING] == 3
+
+
+def test_a_unit_is_claimed_once(db_url):
+    store = Store(db_url)
+    job = make_job(store)
+    uid = store.runnable_unit_ids(job.id, max_attempts=3)[0]
+    first = store.claim_unit(uid, worker="a")
+    assert first is not None and first.state == UnitState.RUNNING and first.attempts == 1
+    assert store.claim_unit(uid, worker="b") is None
+    assert uid not in store.runnable_unit_ids(job.id, max_attempts=3)
+    assert store.release_running(job.id) == 1
+    assert uid in store.runnable_unit_ids(job.id, max_attempts=3)
+
+
+def test_records_are_written_once_per_key_whatever_is_retried(db_url):
+    store = Store(db_url)
+    job = make_job(store)
+    a, b = store.runnable_unit_ids(job.id, max_attempts=3)[:2]
+    store.claim_unit(a)
+    inserted, dups = store.finish_unit_with_records(job.id, a, [NewRecord("k1", conv("q1")),
+                                                                NewRecord("k2", conv("q2"))], [])
+    assert (inserted, dups) == (2, 0)
+    store.claim_unit(b)
+    inserted, dups = store.finish_unit_with_records(job.id, b, [NewRecord("k2", conv("q2 again")),
+                                                                NewRecord("k3", conv("q3"))], [])
+    assert (inserted, dups) == (1, 1)
+    # Re-running a finished unit's write (a redelivery) adds nothing.
+    inserted, dups = store.finish_unit_with_records(job.id, b, [NewRecord("k3", conv("q3"))], [])
+    assert (inserted, dups) == (0, 1)
+    keys = [r.key for r in store.iter_records(job.id, batch=2)]
+    assert keys == ["k1", "k2", "k3"]
+    stats = store.stats(job.id)
+    assert stats.records == 3 and stats.units[UnitState.DONE] == 2
+
+
+def test_calls_are_recorded_and_accepted_ones_replayable(db_url):
+    store = Store(db_url)
+    job = make_job(store, 1)
+    uid = store.runnable_unit_ids(job.id, max_attempts=3)[0]
+    store.claim_unit(uid)
+    base = dict(job_id=job.id, unit_id=uid, teacher="main", model="m", params={"max_tokens": 5},
+                messages=[{"role": "user", "content": "hi"}], request_key="k", occurrence=0)
+    bad = store.add_call(**base, attempt=1, status=429, error="rate limited", error_kind="RateLimited")
+    good = store.add_call(**base, attempt=2, status=200, text="hello", prompt_tokens=3, completion_tokens=2,
+                          cost_usd=0.5)
+    store.mark_call(good, accepted=True)
+    assert store.accepted_calls(uid) == [(good, "k", 0, "hello")]
+    stats = store.stats(job.id)
+    assert (stats.calls, stats.rate_limited, stats.failed_calls) == (2, 1, 1)
+    assert (stats.prompt_tokens, stats.completion_tokens, stats.cost_usd) == (3, 2, 0.5)
+    assert bad < good
+
+
+def test_failed_units_are_retried_until_attempts_run_out(db_url):
+    store = Store(db_url)
+    job = make_job(store, 1)
+    uid = store.runnable_unit_ids(job.id, max_attempts=2)[0]
+    store.claim_unit(uid)
+    store.finish_unit(uid, UnitState.FAILED, error="boom")
+    assert store.runnable_unit_ids(job.id, max_attempts=2) == [uid]
+    store.claim_unit(uid)
+    store.finish_unit(uid, UnitState.FAILED, error="boom")
+    assert store.runnable_unit_ids(job.id, max_attempts=2) == []
+
+
+def test_a_newer_schema_version_is_refused_with_a_clear_message(db_url):
+    store = Store(db_url)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE gen_meta SET value = '999' WHERE key = 'schema_version'"))
+    store.close()
+    with pytest.raises(StoreError, match="schema version 999, newer than this gen"):
+        Store(db_url)
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'wal.db'}")
+    with store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"

@@ -183,6 +183,9 @@ class Teacher:
                 await self._sleep(backoff_delay(retries, exc.retry_after, rng=self._rng))
                 retries += 1
                 continue
+            except BaseException:  # cancelled (Ctrl-C, a unit timeout) or an adapter bug: never keep the slot
+                await self.limiter.release(permit, None)
+                raise
             used = completion.usage.total_tokens or None
             await self.limiter.release(permit, used)
             await self.limiter.observe(HeaderHint.from_headers(completion.headers), estimate)

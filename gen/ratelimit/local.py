@@ -24,6 +24,7 @@ class LocalRateLimiter(RateLimiter):
         self._next_request = 0.0   # earliest start of the next request
         self._token_clock = 0.0    # theoretical arrival time on the token clock
         self._paused_until = 0.0
+        self._last_start = float("-inf")  # when the last permit was really granted
 
     async def acquire(self, estimated_tokens: int) -> Permit:
         await self._slots.acquire()
@@ -34,15 +35,21 @@ class LocalRateLimiter(RateLimiter):
                 self._next_request = start + self.request_interval
             if self.seconds_per_token:
                 self._token_clock = start + estimated_tokens * self.seconds_per_token
-            if start > now:
-                await asyncio.sleep(start - now)
-                # A pause that arrived while we slept (a 429 elsewhere) still applies to us.
-                while self._paused_until > self._clock():
-                    await asyncio.sleep(self._paused_until - self._clock())
+            # Sleep until the slot. A pause that arrived while we slept (a 429 elsewhere) still applies to us,
+            # and so does a late wake-up of the caller before us: starts never come closer than the interval.
+            while True:
+                wait = max(start, self._paused_until, self._last_start + self.request_interval) - self._clock()
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+            granted = self._clock()
+            self._last_start = granted
+            if self.request_interval:
+                self._next_request = max(self._next_request, granted + self.request_interval)
         except BaseException:
             self._slots.release()
             raise
-        return Permit(estimated_tokens=estimated_tokens, granted_at=self._clock())
+        return Permit(estimated_tokens=estimated_tokens, granted_at=granted)
 
     async def release(self, permit: Permit, used_tokens: int | None) -> None:
         if self.seconds_per_token and used_tokens is not None:

@@ -105,11 +105,15 @@ def run(ctx: click.Context, file: Path, dry_run: bool, sim_latency: float, force
 @cli.command()
 @click.argument("job", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-w", "--watch", is_flag=True, help="Refresh every --every seconds until the job is finished.")
+@click.option("--every", type=click.FloatRange(min=0.2), default=2.0, show_default=True)
 @click.pass_context
 @handle_errors
-def status(ctx: click.Context, job: str | None, as_json: bool) -> None:
+def status(ctx: click.Context, job: str | None, as_json: bool, watch: bool, every: float) -> None:
     """Where a job stands (default: the newest job)."""
-    from gen.core.report import status_lines, status_dict
+    import time
+
+    from gen.core.report import status_dict, status_lines
 
     store = open_store(ctx)
     if job is None:
@@ -118,11 +122,84 @@ def status(ctx: click.Context, job: str | None, as_json: bool) -> None:
             raise UsageError("no jobs in this database yet (start one with `gen run FILE`)")
         job = jobs[0].id
     found = store.find_job(job)
-    if as_json:
-        click.echo(json.dumps(status_dict(store, found), indent=2))
-    else:
-        for line in status_lines(store, found):
-            click.echo(line)
+    while True:
+        found = store.get_job(found.id)
+        if as_json:
+            click.echo(json.dumps(status_dict(store, found), indent=2))
+        else:
+            if watch and sys.stdout.isatty():
+                click.clear()
+            for line in status_lines(store, found):
+                click.echo(line)
+        d = status_dict(store, found)
+        settled = d["units"]["pending"] == d["units"]["running"] == 0 or found.status in ("cancelled", "stopped")
+        if not watch or settled:
+            return
+        time.sleep(every)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--queue", default="gen", show_default=True, help="The Celery queue to send the units to.")
+@click.option("--new", "force_new", is_flag=True, help="Start another job even if this file's job exists.")
+@click.option("--no-key-check", is_flag=True, help="Don't require the teachers' keys here (only workers hold them).")
+@click.pass_context
+@handle_errors
+def enqueue(ctx: click.Context, file: Path, queue: str, force_new: bool, no_key_check: bool) -> None:
+    """Record a job and send its units to the worker fleet; returns at once."""
+    from worker.dispatch import enqueue_job_file
+
+    job = enqueue_job_file(ctx.obj["db"], file, queue=queue, force_new=force_new, check_keys=not no_key_check)
+    click.echo(job.id)
+    click.echo(f"gen enqueue: job {job.id} ('{job.name}'): {job.unit_count} units sent to queue '{queue}'; "
+               f"watch with: gen status {job.id} --watch", err=True)
+
+
+@cli.command()
+@click.option("-c", "--concurrency", type=click.IntRange(min=1, max=5000), default=200, show_default=True,
+              help="Units in flight in this worker process.")
+@click.option("-Q", "--queues", default="gen", show_default=True, help="Comma-separated queues to consume.")
+@click.option("-n", "--hostname", default=None, help="Celery node name (default: gen@HOST).")
+@click.option("-l", "--loglevel", default="INFO", show_default=True)
+@handle_errors
+def worker(concurrency: int, queues: str, hostname: str | None, loglevel: str) -> None:
+    """Start a worker: one process, one event loop, many units in flight."""
+    from worker.app import get_app
+
+    argv = ["worker", "--pool=threads", f"--concurrency={concurrency}", f"--queues={queues}",
+            f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    get_app().worker_main(argv)
+
+
+@cli.command()
+@click.argument("job")
+@click.pass_context
+@handle_errors
+def cancel(ctx: click.Context, job: str) -> None:
+    """Stop dispatching a job's units; calls in flight finish and are kept."""
+    store = open_store(ctx)
+    found = store.find_job(job)
+    store.set_job_status(found.id, "cancelled", "cancelled by gen cancel")
+    click.echo(f"gen cancel: job {found.id} cancelled; units in flight finish; `gen resume {found.id}` continues it",
+               err=True)
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--budget-usd", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Raise (or set) the job's budget before resuming.")
+@click.pass_context
+@handle_errors
+def resume(ctx: click.Context, job: str, budget_usd: float | None) -> None:
+    """Send again every unit of a job that is not finished and not in flight (after a cancel, budget stop or lost queue)."""
+    from worker.dispatch import resume_job
+
+    store = open_store(ctx)
+    found = store.find_job(job)
+    sent = resume_job(store, found, budget_usd=budget_usd)
+    click.echo(f"gen resume: job {found.id}: {sent} units sent to queue '{found.queue}'", err=True)
 
 
 @cli.command()

@@ -183,8 +183,13 @@ class Teacher:
                 await self._sleep(backoff_delay(retries, exc.retry_after, rng=self._rng))
                 retries += 1
                 continue
-            except BaseException:  # cancelled (Ctrl-C, a unit timeout) or an adapter bug: never keep the slot
+            except BaseException as exc:  # cancelled (Ctrl-C, a unit timeout) or an adapter bug: never keep the slot
                 await self.limiter.release(permit, None)
+                if isinstance(exc, asyncio.CancelledError):
+                    # The provider may bill a request we stopped waiting for: keep it on the record.
+                    outcome.latency_ms = int((time.monotonic() - started) * 1000)
+                    outcome.error, outcome.error_kind = "cancelled before the answer arrived", "Cancelled"
+                    journal.record_call(outcome)
                 raise
             used = completion.usage.total_tokens or None
             await self.limiter.release(permit, used)

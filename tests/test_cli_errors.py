@@ -98,7 +98,17 @@ def test_prompts_file_bad_line_is_named(tmp_path):
     assert result.returncode == 2 and "line 2: no 'prompt' or 'instruction' text" in result.stderr
 
 
+@pytest.mark.parametrize("command", [["status", "nope"], ["export", "nope", "-o", "x.jsonl"], ["jobs"]])
+def test_reading_commands_do_not_create_a_database(tmp_path, command):
+    result = gen_cmd(*command)
+    assert result.returncode == 2 and "no gen database at" in result.stderr
+    assert not (tmp_path / "gen.db").exists()
+
+
 @pytest.mark.parametrize("command", [["status", "nope"], ["export", "nope", "-o", "x.jsonl"]])
 def test_unknown_job(tmp_path, command):
+    from gen.store import Store
+
+    Store(f"sqlite:///{tmp_path / 'gen.db'}").close()
     result = gen_cmd(*command)
     assert result.returncode == 2 and "no job with id or name 'nope'" in result.stderr

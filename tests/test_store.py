@@ -107,3 +107,17 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'wal.db'}")
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_a_unit_held_by_a_lost_worker_can_be_claimed_after_its_lease(db_url):
+    store = Store(db_url)
+    job = make_job(store, 2)
+    live, lost = store.runnable_unit_ids(job.id, max_attempts=3)
+    assert store.claim_unit(live, worker="w1", lease_seconds=60) is not None
+    assert store.claim_unit(lost, worker="w2", lease_seconds=-1) is not None  # its lease has already passed
+    assert store.claim_unit(live, worker="w3") is None
+    assert store.undispatched_unit_ids(job.id, max_attempts=3) == [lost]
+    assert store.renew_leases([live, lost], worker="w1", lease_seconds=60) == 1
+    assert store.reclaim_expired([job.id]) == [(job.id, lost)]
+    again = store.claim_unit(lost, worker="w3")
+    assert again is not None and again.worker == "w3" and again.attempts == 2

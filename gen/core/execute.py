@@ -30,16 +30,17 @@ class UnitResult:
 
 class UnitExecutor:
     def __init__(self, store: Store, job_id: str, spec: JobSpec, instructor: Instructor,
-                 teachers: dict[str, Teacher], *, worker: str | None = None):
+                 teachers: dict[str, Teacher], *, worker: str | None = None, lease_seconds: float = 300.0):
         self.store = store
         self.job_id = job_id
         self.spec = spec
         self.instructor = instructor
         self.teachers = teachers
         self.worker = worker
+        self.lease_seconds = lease_seconds
 
     async def execute(self, unit_id: int) -> UnitResult:
-        unit = self.store.claim_unit(unit_id, worker=self.worker)
+        unit = self.store.claim_unit(unit_id, worker=self.worker, lease_seconds=self.lease_seconds)
         if unit is None:
             return UnitResult(unit_id, None)
         journal = DbJournal(self.store, self.job_id, unit_id)

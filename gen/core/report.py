@@ -3,18 +3,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from gen.core.progress import format_seconds
 from gen.store import Job, Store, UnitState
+
+
+def effective_status(job: Job, units: dict[str, int]) -> str:
+    """`active` jobs with nothing pending or running are finished, whichever driver ran them."""
+    if job.status in ("active", "blocked") and not units[UnitState.PENDING] and not units[UnitState.RUNNING]:
+        return "finished"
+    return job.status
 
 
 def status_dict(store: Store, job: Job) -> dict[str, Any]:
     stats = store.stats(job.id)
+    calls_last_min, units_last_min = store.recent_activity(job.id, 60.0)
+    remaining = stats.units[UnitState.PENDING] + stats.units[UnitState.RUNNING]
+    eta = remaining / units_last_min * 60 if units_last_min and remaining else (0 if not remaining else None)
     return {
-        "id": job.id, "name": job.name, "instructor": job.instructor, "status": job.status,
+        "id": job.id, "name": job.name, "instructor": job.instructor, "status": effective_status(job, stats.units),
         "status_reason": job.status_reason, "created_at": job.created_at.isoformat(),
         "units": stats.units, "total_units": stats.total_units, "records": stats.records,
         "duplicates": stats.duplicates, "calls": stats.calls, "failed_calls": stats.failed_calls,
         "rate_limited": stats.rate_limited, "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.completion_tokens, "cost_usd": round(stats.cost_usd, 6),
+        "calls_per_minute": calls_last_min, "units_per_minute": units_last_min, "eta_seconds": eta,
+        "budget_usd": (job.spec.get("run") or {}).get("budget_usd"), "queue": job.queue,
     }
 
 
@@ -30,7 +43,9 @@ def status_lines(store: Store, job: Job) -> list[str]:
         f"  records  {d['records']} ({d['duplicates']} duplicates dropped)",
         f"  calls    {d['calls']} ({d['failed_calls']} failed, {d['rate_limited']} rate limited)",
         f"  tokens   {d['prompt_tokens']} in, {d['completion_tokens']} out",
-        f"  cost     ${d['cost_usd']:.4f}",
+        f"  cost     ${d['cost_usd']:.4f}" + (f" of ${d['budget_usd']:.2f} budget" if d["budget_usd"] else ""),
+        f"  rate     {d['calls_per_minute']} calls/min, {d['units_per_minute']} units/min over the last minute; "
+        f"ETA {format_seconds(d['eta_seconds']) if d['eta_seconds'] is not None else '?'}",
     ]
     problems = store.units(job.id, UnitState.REJECTED)[:3] + store.units(job.id, UnitState.FAILED)[:3]
     for unit in problems:
@@ -46,6 +61,7 @@ def jobs_table(store: Store) -> list[str]:
     for job in jobs:
         stats = store.stats(job.id)
         units = f"{stats.finished_units}/{stats.total_units}"
-        lines.append(f"{job.id:12}  {job.name[:24]:24}  {job.instructor[:10]:10}  {job.status[:9]:9}  {units:>13}  "
+        status = effective_status(job, stats.units)
+        lines.append(f"{job.id:12}  {job.name[:24]:24}  {job.instructor[:10]:10}  {status[:9]:9}  {units:>13}  "
                      f"{stats.records:>7}  {job.created_at:%Y-%m-%d %H:%M}")
     return lines

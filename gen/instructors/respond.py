@@ -18,6 +18,8 @@ class RespondOptions(InstructorOptions):
     prompts_file: str | None = Field(default=None, description="JSONL (`prompt` or `instruction` field) or text, one prompt a line.")
     system: str | None = Field(default=None, description="A system prompt sent with every prompt and kept in the record.")
     count: int | None = Field(default=None, gt=0, description="Use at most this many prompts.")
+    follow_ups: list[str] = Field(default_factory=list, description="Further user turns asked after each answer, "
+                                  "in order: one call each, making multi-turn conversations.")
 
     @model_validator(mode="after")
     def _one_source(self) -> "RespondOptions":
@@ -48,10 +50,13 @@ class RespondInstructor(Instructor):
             messages.append({"role": "system", "content": opts.system})
         messages.append({"role": "user", "content": unit.payload["prompt"]})
         teacher = teachers["main"]
-        reply = await teacher.chat(messages)
-        conversation = [*messages, {"role": "assistant", "content": reply.text}]
-        key = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:32]
-        return [NewRecord(key=key, conversation=conversation, meta={"teacher": teacher.name, "model": teacher.model})]
+        key = hashlib.sha256(json.dumps([messages, opts.follow_ups], sort_keys=True).encode()).hexdigest()[:32]
+        for follow_up in [None, *opts.follow_ups]:
+            if follow_up is not None:
+                messages.append({"role": "user", "content": follow_up})
+            reply = await teacher.chat(list(messages))  # each turn is a journaled step: a rerun replays it
+            messages.append({"role": "assistant", "content": reply.text})
+        return [NewRecord(key=key, conversation=messages, meta={"teacher": teacher.name, "model": teacher.model})]
 
 
 def read_prompts(path: str, source: str) -> list[str]:

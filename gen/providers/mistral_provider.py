@@ -46,11 +46,15 @@ class MistralProvider(Provider):
         except ValueError as exc:  # JSON decoding of a malformed body
             raise MalformedResponse(f"teacher '{self.teacher}': unreadable response body ({exc.__class__.__name__})",
                                     status=200) from None
-        choice = body.choices[0]
-        content = choice.message.content
-        if isinstance(content, list):  # content chunks
-            content = "".join(getattr(part, "text", "") or "" for part in content)
-        usage = body.usage
+        try:
+            choice = body.choices[0]
+            content = choice.message.content
+            if isinstance(content, list):  # content chunks
+                content = "".join(getattr(part, "text", "") or "" for part in content)
+            usage = body.usage
+            usage.prompt_tokens  # noqa: B018 - a body without usage is malformed
+        except (IndexError, AttributeError, TypeError):
+            raise MalformedResponse(f"teacher '{self.teacher}': response has no choices or usage", status=200) from None
         return Completion(
             text=content or "",
             finish_reason=str(choice.finish_reason) if choice.finish_reason is not None else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 import click
@@ -31,7 +32,8 @@ async def _serve(config: SimConfig) -> None:
     try:
         running = await start_simulator(config)
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {reason}") from None
     click.echo(_banner(running.base_url, config), err=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -70,7 +72,9 @@ def simulate(**options: object) -> None:
     try:
         config = SimConfig(**options)  # type: ignore[arg-type]
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        field = str(exc).split(" ", 1)[0]
+        hint = f"--{field.replace('_', '-')}" if field in options else None
+        raise click.BadParameter(str(exc), param_hint=hint) from None
     try:
         asyncio.run(_serve(config))
     except KeyboardInterrupt:

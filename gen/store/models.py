@@ -37,7 +37,8 @@ class Job(SQLModel, table=True):
     instructor: str = Field(max_length=64)
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     spec_hash: str = Field(max_length=64)
-    status: str = Field(default="active", max_length=32)
+    status: str = Field(default="active", max_length=32)  # active | finished | cancelled | stopped | blocked
+    queue: str = Field(default="gen", max_length=64)
     status_reason: Optional[str] = Field(default=None, sa_column=Column(Text))
     unit_count: int = 0
     created_at: datetime = Field(default_factory=utcnow)
@@ -58,6 +59,7 @@ class Unit(SQLModel, table=True):
     last_error: Optional[str] = Field(default=None, sa_column=Column(Text))
     raw_output: Optional[str] = Field(default=None, sa_column=Column(Text))
     worker: Optional[str] = Field(default=None, max_length=128)
+    lease_until: Optional[datetime] = None  # a running unit whose lease has passed was lost with its worker
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
 

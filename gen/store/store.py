@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -52,9 +53,10 @@ class Store:
 
     # jobs -------------------------------------------------------------------------------------------------
     def create_job(self, *, name: str, instructor: str, spec: dict[str, Any], spec_hash: str,
-                   units: Iterable[tuple[str, dict[str, Any]]]) -> Job:
+                   units: Iterable[tuple[str, dict[str, Any]]], queue: str = "gen") -> Job:
         """The job and all its units in one transaction: either both are written or neither."""
-        job = Job(id=uuid.uuid4().hex[:12], name=name, instructor=instructor, spec=spec, spec_hash=spec_hash)
+        job = Job(id=uuid.uuid4().hex[:12], name=name, instructor=instructor, spec=spec, spec_hash=spec_hash,
+                  queue=queue)
         with self.session() as s:
             s.add(job)
             s.flush()
@@ -86,6 +88,30 @@ class Store:
         with self.session() as s:
             return list(s.exec(select(Job).order_by(Job.created_at.desc())))
 
+    def get_job(self, job_id: str) -> Job | None:
+        with self.session() as s:
+            return s.get(Job, job_id)
+
+    def update_job_spec(self, job_id: str, spec: dict[str, Any]) -> None:
+        with self.session() as s:
+            s.exec(update(Job).where(Job.id == job_id).values(spec=spec, updated_at=utcnow()))
+            s.commit()
+
+    def job_cost(self, job_id: str) -> float:
+        with self.session() as s:
+            return float(s.exec(select(func.coalesce(func.sum(Call.cost_usd), 0.0))
+                                .where(Call.job_id == job_id)).one())
+
+    def recent_activity(self, job_id: str, seconds: float = 60.0) -> tuple[int, int]:
+        """(calls, finished units) in the last `seconds`: the rate `gen status` shows and its ETA."""
+        since = utcnow() - timedelta(seconds=seconds)
+        with self.session() as s:
+            calls = s.exec(select(func.count()).select_from(Call)
+                           .where(Call.job_id == job_id, Call.created_at >= since)).one()
+            units = s.exec(select(func.count()).select_from(Unit).where(
+                Unit.job_id == job_id, Unit.finished_at >= since, Unit.state.in_(UnitState.FINISHED))).one()
+        return int(calls), int(units)
+
     def set_job_status(self, job_id: str, status: str, reason: str | None = None) -> None:
         with self.session() as s:
             s.exec(update(Job).where(Job.id == job_id).values(status=status, status_reason=reason,
@@ -111,24 +137,64 @@ class Store:
             ).order_by(Unit.seq))
             return list(rows)
 
-    def claim_unit(self, unit_id: int, *, worker: str | None = None,
-                   from_states: tuple[str, ...] = (UnitState.PENDING, UnitState.FAILED)) -> Unit | None:
-        """Atomically move a unit to running; None if someone else has it or it is finished."""
+    def claim_unit(self, unit_id: int, *, worker: str | None = None, lease_seconds: float = 300.0) -> Unit | None:
+        """Atomically move a unit to running, or None if it is finished or another live worker holds it.
+
+        A unit is claimable when pending or failed, or when running under a lease that has passed (its worker
+        died): whatever is redelivered, one worker at a time holds a unit.
+        """
+        now = utcnow()
         with self.session() as s:
-            result = s.exec(update(Unit).where(Unit.id == unit_id, Unit.state.in_(from_states))
-                            .values(state=UnitState.RUNNING, attempts=Unit.attempts + 1, worker=worker,
-                                    started_at=utcnow()))
-            if not result.rowcount:
-                s.rollback()
-                return None
+            row = s.exec(update(Unit).where(
+                Unit.id == unit_id,
+                Unit.state.in_((UnitState.PENDING, UnitState.FAILED))
+                | ((Unit.state == UnitState.RUNNING) & (Unit.lease_until < now)),
+            ).values(state=UnitState.RUNNING, attempts=Unit.attempts + 1, worker=worker, started_at=now,
+                     lease_until=now + timedelta(seconds=lease_seconds)).returning(*Unit.__table__.c)).first()
             s.commit()
-            return s.get(Unit, unit_id)
+        return Unit.model_validate(dict(row._mapping)) if row is not None else None
+
+    def renew_leases(self, unit_ids: list[int], *, worker: str, lease_seconds: float) -> int:
+        """A live worker extends the leases of the units it is running."""
+        if not unit_ids:
+            return 0
+        with self.session() as s:
+            result = s.exec(update(Unit).where(Unit.id.in_(unit_ids), Unit.worker == worker,
+                                               Unit.state == UnitState.RUNNING)
+                            .values(lease_until=utcnow() + timedelta(seconds=lease_seconds)))
+            s.commit()
+            return result.rowcount or 0
+
+    def reclaim_expired(self, job_ids: list[str] | None = None) -> list[tuple[str, int]]:
+        """Running units whose lease has passed go back to pending; returns their (job_id, unit_id)."""
+        now = utcnow()
+        with self.session() as s:
+            q = update(Unit).where(Unit.state == UnitState.RUNNING, Unit.lease_until < now)
+            if job_ids is not None:
+                q = q.where(Unit.job_id.in_(job_ids))
+            rows = s.exec(q.values(state=UnitState.PENDING, worker=None, last_error="worker lost; re-dispatched")
+                          .returning(Unit.job_id, Unit.id)).all()
+            s.commit()
+        return [(r[0], r[1]) for r in rows]
+
+    def undispatched_unit_ids(self, job_id: str, *, max_attempts: int) -> list[int]:
+        """What `gen resume` sends again: not finished and not held under a live lease."""
+        now = utcnow()
+        with self.session() as s:
+            rows = s.exec(select(Unit.id).where(
+                Unit.job_id == job_id,
+                (Unit.state == UnitState.PENDING)
+                | ((Unit.state == UnitState.FAILED) & (Unit.attempts < max_attempts))
+                | ((Unit.state == UnitState.RUNNING) & (Unit.lease_until < now)),
+            ).order_by(Unit.seq))
+            return list(rows)
 
     def finish_unit(self, unit_id: int, state: str, *, error: str | None = None, raw: str | None = None,
                     duplicates: int = 0) -> None:
         with self.session() as s:
             s.exec(update(Unit).where(Unit.id == unit_id).values(
-                state=state, last_error=error, raw_output=raw, duplicates=duplicates, finished_at=utcnow()))
+                state=state, last_error=error, raw_output=raw, duplicates=duplicates, finished_at=utcnow(),
+                lease_until=None))
             s.commit()
 
     def finish_unit_with_records(self, job_id: str, unit_id: int, records: list[NewRecord],
@@ -151,7 +217,7 @@ class Store:
                         inserted += 1
             duplicates = len(records) - inserted
             s.exec(update(Unit).where(Unit.id == unit_id).values(
-                state=UnitState.DONE, last_error=None, duplicates=duplicates, finished_at=utcnow()))
+                state=UnitState.DONE, last_error=None, duplicates=duplicates, finished_at=utcnow(), lease_until=None))
             s.commit()
         return inserted, duplicates
 

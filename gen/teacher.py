@@ -49,6 +49,8 @@ class CallOutcome:
     cost_usd: float = 0.0
     error: str | None = None
     error_kind: str | None = None
+    accepted: bool | None = None        # True: the output passed validation; False: refused (reason below)
+    reject_reason: str | None = None
 
 
 @dataclass
@@ -60,13 +62,13 @@ class StoredReply:
 
 
 class Journal(Protocol):
-    """Where a unit's calls go. The execution core provides a database-backed one."""
+    """Where a unit's calls go. The execution core provides a database-backed one.
 
-    def record_call(self, outcome: CallOutcome) -> int: ...
+    A failed exchange is recorded as soon as it fails; a successful one once its output has been validated,
+    in the same write as the verdict (`outcome.accepted`), so each answer costs one write.
+    """
 
-    def accept_call(self, call_id: int) -> None: ...
-
-    def reject_call(self, call_id: int, reason: str) -> None: ...
+    async def record_call(self, outcome: CallOutcome) -> int: ...
 
     def accepted_reply(self, request_key: str, occurrence: int) -> StoredReply | None: ...
 
@@ -151,8 +153,10 @@ class Teacher:
         self._rng = random.Random()
 
     async def exchange(self, messages: list[Message], *, journal: Journal, key: str, occurrence: int,
-                       params: dict[str, Any], response_format: dict[str, Any] | None) -> tuple[Completion, int]:
-        """One answer, retrying transport failures. Returns the completion and its call id in the journal."""
+                       params: dict[str, Any], response_format: dict[str, Any] | None
+                       ) -> tuple[Completion, CallOutcome]:
+        """One answer, retrying transport failures. Failures are recorded here; the answer's outcome is returned
+        unrecorded, for the caller to record with its verdict."""
         estimate = estimate_prompt_tokens(messages) + int(params.get("max_tokens", 256) * 0.5)
         attempt = retries = limited = 0
         while True:
@@ -166,13 +170,15 @@ class Teacher:
             except TeacherError as exc:
                 await self.limiter.release(permit, None)
                 self._fill_error(outcome, exc, started)
-                journal.record_call(outcome)
+                await journal.record_call(outcome)
                 self.meter.add(outcome)
                 if isinstance(exc, ResponseFormatUnsupported) and response_format is not None:
                     raise
                 if isinstance(exc, RateLimited):
                     limited += 1
-                    wait = backoff_delay(min(limited, 6), exc.retry_after, rng=self._rng)
+                    # The provider said how long: wait that (plus jitter), not an ever-growing backoff.
+                    wait = (exc.retry_after + self._rng.uniform(0.05, 0.1 + exc.retry_after * 0.1)
+                            if exc.retry_after is not None else backoff_delay(min(limited, 5), None, rng=self._rng))
                     await self.limiter.pause(wait)
                     if limited >= MAX_RATE_LIMITED_WAITS:
                         raise
@@ -189,7 +195,7 @@ class Teacher:
                     # The provider may bill a request we stopped waiting for: keep it on the record.
                     outcome.latency_ms = int((time.monotonic() - started) * 1000)
                     outcome.error, outcome.error_kind = "cancelled before the answer arrived", "Cancelled"
-                    journal.record_call(outcome)
+                    await asyncio.shield(journal.record_call(outcome))
                 raise
             used = completion.usage.total_tokens or None
             await self.limiter.release(permit, used)
@@ -204,15 +210,15 @@ class Teacher:
             if completion.finish_reason == "length":
                 outcome.error = f"answer cut at max_tokens={params.get('max_tokens')} (finish_reason=length)"
                 outcome.error_kind = "Truncated"
-            call_id = journal.record_call(outcome)
             self.meter.add(outcome)
             if outcome.error_kind == "Truncated":
+                await journal.record_call(outcome)
                 if retries >= self.spec.max_retries:
                     raise Truncated(f"teacher '{self.name}': {outcome.error}", raw=completion.text)
                 retries += 1
                 await self._sleep(backoff_delay(0, None, base=0.1, rng=self._rng))
                 continue
-            return completion, call_id
+            return completion, outcome
 
     def _fill_error(self, outcome: CallOutcome, exc: TeacherError, started: float) -> None:
         outcome.latency_ms = int((time.monotonic() - started) * 1000)
@@ -274,13 +280,13 @@ class UnitTeacher:
         for _ in range(self.output_attempts):
             sent, response_format = self._request(messages, schema, schema_name, schema_text)
             try:
-                completion, call_id = await self.teacher.exchange(
+                completion, outcome = await self.teacher.exchange(
                     sent, journal=self.journal, key=key, occurrence=occurrence, params=params,
                     response_format=response_format)
             except ResponseFormatUnsupported:
                 self.teacher.json_mode = True  # this server has no json_schema: schema in the prompt from now on
                 sent, response_format = self._request(messages, schema, schema_name, schema_text)
-                completion, call_id = await self.teacher.exchange(
+                completion, outcome = await self.teacher.exchange(
                     sent, journal=self.journal, key=key, occurrence=occurrence, params=params,
                     response_format=response_format)
             raw = completion.text
@@ -288,13 +294,13 @@ class UnitTeacher:
             if isinstance(parsed, str):
                 reason = parsed
             else:
-                parsed.call_id = call_id
                 reason = check(parsed) if check else None
-                if reason is None:
-                    self.journal.accept_call(call_id)
-                    self.call_ids.append(call_id)
-                    return parsed
-            self.journal.reject_call(call_id, reason)
+            outcome.accepted, outcome.reject_reason = reason is None, reason
+            call_id = await self.journal.record_call(outcome)
+            if reason is None:
+                parsed.call_id = call_id
+                self.call_ids.append(call_id)
+                return parsed
         raise OutputRejected(f"{reason} (after {self.output_attempts} attempts)", raw=raw)
 
     def _request(self, messages: list[Message], schema: dict[str, Any] | None, schema_name: str,

@@ -73,8 +73,7 @@ def test_calls_are_recorded_and_accepted_ones_replayable(db_url):
                 messages=[{"role": "user", "content": "hi"}], request_key="k", occurrence=0)
     bad = store.add_call(**base, attempt=1, status=429, error="rate limited", error_kind="RateLimited")
     good = store.add_call(**base, attempt=2, status=200, text="hello", prompt_tokens=3, completion_tokens=2,
-                          cost_usd=0.5)
-    store.mark_call(good, accepted=True)
+                          cost_usd=0.5, accepted=True)
     assert store.accepted_calls(uid) == [(good, "k", 0, "hello")]
     stats = store.stats(job.id)
     assert (stats.calls, stats.rate_limited, stats.failed_calls) == (2, 1, 1)

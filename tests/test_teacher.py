@@ -48,18 +48,14 @@ class MemoryJournal:
         self.accepted: list[int] = []
         self.rejected: dict[int, str] = {}
 
-    def record_call(self, outcome: CallOutcome) -> int:
+    async def record_call(self, outcome: CallOutcome) -> int:
         call_id = len(self.calls) + 1
         self.calls[call_id] = outcome
+        if outcome.accepted is True:
+            self.accepted.append(call_id)
+        elif outcome.accepted is False:
+            self.rejected[call_id] = outcome.reject_reason
         return call_id
-
-    def accept_call(self, call_id: int) -> None:
-        assert call_id in self.calls and call_id not in self.rejected
-        self.accepted.append(call_id)
-
-    def reject_call(self, call_id: int, reason: str) -> None:
-        assert call_id in self.calls and call_id not in self.accepted
-        self.rejected[call_id] = reason
 
     def accepted_reply(self, request_key: str, occurrence: int) -> StoredReply | None:
         for call_id in self.accepted:

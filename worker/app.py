@@ -9,6 +9,7 @@ the unit's records are stored. `--concurrency` is therefore the number of units 
 from __future__ import annotations
 
 import logging
+import os
 from functools import lru_cache
 
 from celery import Celery
@@ -38,8 +39,12 @@ def create_app() -> Celery:
         worker_send_task_events=True,      # for Flower
         task_send_sent_event=True,
     )
-    for noisy in ("httpx2", "httpx", "openai", "mistralai"):  # a line per HTTP request is not a log, it is a cost
+    # A line per HTTP request or per task is not a log but a cost at hundreds of units a second;
+    # GEN_LOG_TASKS=1 brings the per-task lines back.
+    for noisy in ("httpx2", "httpx", "openai", "mistralai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if os.environ.get("GEN_LOG_TASKS") != "1":
+        logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
     from worker.tasks import register
 
     register(app)

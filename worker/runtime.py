@@ -21,6 +21,7 @@ from gen.errors import GenError, TeacherUnavailable
 from gen.providers import make_provider
 from gen.ratelimit.redis_limiter import RedisRateLimiter, limiter_scope
 from gen.store import Store
+from gen.store.threads import in_db_thread
 from gen.teacher import Meter, Teacher
 from worker.dispatch import send_units
 from worker.settings import FleetSettings, fleet_settings
@@ -32,6 +33,7 @@ log = logging.getLogger("gen.worker")
 class JobRuntime:
     spec: JobSpec
     executor: UnitExecutor
+    spec_json: dict
     checked_at: float = 0.0
     cost: float = 0.0
 
@@ -44,13 +46,16 @@ class WorkerRuntime:
         self.thread = threading.Thread(target=self.loop.run_forever, name="gen-loop", daemon=True)
         self.jobs: dict[str, JobRuntime] = {}
         self.in_flight: set[int] = set()
+        self._job_rows: dict[str, tuple[float, object]] = {}
         self.redis: aioredis.Redis | None = None
         self._job_lock: asyncio.Lock | None = None
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result()
 
     async def _start(self) -> None:
-        self.redis = aioredis.Redis.from_url(self.settings.redis_url)
+        # A blocking pool: calls wait their turn for a connection instead of failing when all are busy.
+        pool = aioredis.BlockingConnectionPool.from_url(self.settings.redis_url, max_connections=64, timeout=30)
+        self.redis = aioredis.Redis(connection_pool=pool)
         self._job_lock = asyncio.Lock()
         self.loop.create_task(self._renew_leases())
         self.loop.create_task(self._sweep())
@@ -60,8 +65,17 @@ class WorkerRuntime:
         return asyncio.run_coroutine_threadsafe(self._run(job_id, unit_id), self.loop).result()
 
     # on the loop -----------------------------------------------------------------------------------------
+    async def _job_row(self, job_id: str):
+        """The job's row, read at most once a second per job (status changes reach workers within that)."""
+        cached = self._job_rows.get(job_id)
+        if cached is not None and time.monotonic() - cached[0] < 1.0:
+            return cached[1]
+        job = await in_db_thread(self.store.get_job, job_id)
+        self._job_rows[job_id] = (time.monotonic(), job)
+        return job
+
     async def _run(self, job_id: str, unit_id: int) -> str:
-        job = self.store.get_job(job_id)
+        job = await self._job_row(job_id)
         if job is None:
             log.error("refused a task for job %s, which is not in the database", job_id)
             return "unknown-job"
@@ -76,7 +90,7 @@ class WorkerRuntime:
         budget = runtime.spec.run.budget_usd
         if budget is not None:
             if time.monotonic() - runtime.checked_at > 1.0:
-                runtime.cost, runtime.checked_at = self.store.job_cost(job_id), time.monotonic()
+                runtime.cost, runtime.checked_at = await in_db_thread(self.store.job_cost, job_id), time.monotonic()
             if runtime.cost >= budget:
                 self.store.set_job_status(job_id, "stopped", f"budget reached: ${runtime.cost:.4f} of ${budget:.4f}")
                 return "stopped"
@@ -91,12 +105,13 @@ class WorkerRuntime:
             self.in_flight.discard(unit_id)
         if job.status == "blocked":
             self.store.set_job_status(job_id, "active")
+            self._job_rows.pop(job_id, None)
         return result.state or "skipped"
 
     async def _job_runtime(self, job_id: str, spec_json: dict, updated_at) -> JobRuntime:
         async with self._job_lock:
             cached = self.jobs.get(job_id)
-            if cached is not None and cached.spec.to_json() == JobSpec.from_json(spec_json).to_json():
+            if cached is not None and cached.spec_json == spec_json:
                 return cached
             spec = JobSpec.from_json(spec_json)
             instructor = load_instructor(spec)
@@ -105,7 +120,7 @@ class WorkerRuntime:
             teachers = {name: Teacher(t, make_provider(t), self._limiter(t), meter) for name, t in spec.teachers.items()}
             executor = UnitExecutor(self.store, job_id, spec, instructor, teachers, worker=self.settings.worker_name,
                                     lease_seconds=self.settings.lease_seconds)
-            self.jobs[job_id] = JobRuntime(spec, executor)
+            self.jobs[job_id] = JobRuntime(spec, executor, spec_json)
             return self.jobs[job_id]
 
     def _limiter(self, t: TeacherSpec) -> RedisRateLimiter:

@@ -14,6 +14,7 @@ from gen.core.journal import DbJournal
 from gen.errors import AuthError, OutputRejected, TeacherError, TeacherUnavailable, Unreachable
 from gen.instructors import Instructor, UnitInput
 from gen.store import Store, UnitState
+from gen.store.threads import in_db_thread
 from gen.teacher import Teacher, UnitTeacher
 
 log = logging.getLogger("gen.core")
@@ -40,10 +41,11 @@ class UnitExecutor:
         self.lease_seconds = lease_seconds
 
     async def execute(self, unit_id: int) -> UnitResult:
-        unit = self.store.claim_unit(unit_id, worker=self.worker, lease_seconds=self.lease_seconds)
+        unit = await in_db_thread(self.store.claim_unit, unit_id, worker=self.worker,
+                                  lease_seconds=self.lease_seconds)
         if unit is None:
             return UnitResult(unit_id, None)
-        journal = DbJournal(self.store, self.job_id, unit_id)
+        journal = await DbJournal.open(self.store, self.job_id, unit_id, first_attempt=unit.attempts == 1)
         bound = {name: UnitTeacher(t, journal, output_attempts=self.spec.run.output_attempts)
                  for name, t in self.teachers.items()}
         try:
@@ -53,17 +55,18 @@ class UnitExecutor:
                 if problem:
                     raise OutputRejected(f"malformed conversation: {problem}")
             call_ids = sorted({cid for t in bound.values() for cid in t.call_ids})
-            inserted, dups = self.store.finish_unit_with_records(self.job_id, unit_id, records, call_ids)
+            inserted, dups = await in_db_thread(self.store.finish_unit_with_records, self.job_id, unit_id, records,
+                                                call_ids)
             return UnitResult(unit_id, UnitState.DONE, inserted, dups)
         except OutputRejected as exc:
-            self.store.finish_unit(unit_id, UnitState.REJECTED, error=exc.reason, raw=exc.raw)
+            await in_db_thread(self.store.finish_unit, unit_id, UnitState.REJECTED, error=exc.reason, raw=exc.raw)
             return UnitResult(unit_id, UnitState.REJECTED, error=exc.reason)
         except (Unreachable, AuthError) as exc:
             # Not this unit's fault: it goes back to pending and the driver stops asking this teacher.
             self.store.finish_unit(unit_id, UnitState.PENDING, error=str(exc))
             raise TeacherUnavailable(str(exc)) from None
         except TeacherError as exc:
-            self.store.finish_unit(unit_id, UnitState.FAILED, error=str(exc), raw=exc.raw)
+            await in_db_thread(self.store.finish_unit, unit_id, UnitState.FAILED, error=str(exc), raw=exc.raw)
             return UnitResult(unit_id, UnitState.FAILED, error=str(exc))
         except (asyncio.CancelledError, KeyboardInterrupt):
             self.store.finish_unit(unit_id, UnitState.PENDING, error="interrupted")
@@ -71,5 +74,5 @@ class UnitExecutor:
         except Exception as exc:  # an instructor bug must not take the run down, nor vanish
             log.exception("unit %s failed with an internal error", unit_id)
             message = f"internal error: {type(exc).__name__}: {exc}"
-            self.store.finish_unit(unit_id, UnitState.FAILED, error=message)
+            await in_db_thread(self.store.finish_unit, unit_id, UnitState.FAILED, error=message)
             return UnitResult(unit_id, UnitState.FAILED, error=message)

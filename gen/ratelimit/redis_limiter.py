@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 
+from redis.exceptions import RedisError
+
+from gen.errors import TeacherError
 from gen.ratelimit.base import Permit, RateLimiter
+
+log = logging.getLogger("gen.ratelimit")
+REDIS_WAIT_LIMIT = 120.0  # seconds a call waits for an unreachable Redis before its attempt fails
 
 # KEYS: request clock, token clock, pause-until. ARGV: seconds per request, seconds per token, tokens, ttl.
 # Returns the seconds to wait before starting (as a string: Lua numbers lose precision through RESP).
@@ -77,7 +84,7 @@ class RedisRateLimiter(RateLimiter):
     async def acquire(self, estimated_tokens: int) -> Permit:
         await self._slots.acquire()
         try:
-            wait = float(await self._reserve(keys=self.keys, args=[
+            wait = float(await self._script(self._reserve, self.keys, [
                 self.request_interval, self.seconds_per_token, estimated_tokens, self.ttl]))
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -90,9 +97,23 @@ class RedisRateLimiter(RateLimiter):
         try:
             if self.seconds_per_token and used_tokens is not None and used_tokens != permit.estimated_tokens:
                 delta = (used_tokens - permit.estimated_tokens) * self.seconds_per_token
-                await self._adjust(keys=[self.keys[1]], args=[delta, self.ttl])
+                await self._script(self._adjust, [self.keys[1]], [delta, self.ttl])
         finally:
             self._slots.release()
 
     async def pause(self, seconds: float) -> None:
-        await self._pause(keys=[self.keys[2]], args=[seconds, self.ttl])
+        await self._script(self._pause, [self.keys[2]], [seconds, self.ttl])
+
+    async def _script(self, script, keys: list[str], args: list) -> object:
+        """Run a limiter script; while Redis is unreachable, wait and try again rather than fail the unit."""
+        delay, waited = 0.2, 0.0
+        while True:
+            try:
+                return await script(keys=keys, args=args)
+            except RedisError as exc:
+                if waited >= REDIS_WAIT_LIMIT:
+                    raise TeacherError(f"the fleet rate limiter (Redis) is unreachable: {type(exc).__name__}") from None
+                log.warning("rate limiter: Redis error %s; trying again in %.1fs", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 5.0)

@@ -44,6 +44,8 @@ class Store:
         self.engine = make_engine(url)
         prepare_schema(self.engine)
         self.dialect = self.engine.dialect.name
+        # Single-statement writes on the hot path skip BEGIN/COMMIT round trips.
+        self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -141,17 +143,17 @@ class Store:
         """Atomically move a unit to running, or None if it is finished or another live worker holds it.
 
         A unit is claimable when pending or failed, or when running under a lease that has passed (its worker
-        died): whatever is redelivered, one worker at a time holds a unit.
+        died): whatever is redelivered, one worker at a time holds a unit. One statement, one round trip.
         """
         now = utcnow()
-        with self.session() as s:
-            row = s.exec(update(Unit).where(
-                Unit.id == unit_id,
-                Unit.state.in_((UnitState.PENDING, UnitState.FAILED))
-                | ((Unit.state == UnitState.RUNNING) & (Unit.lease_until < now)),
-            ).values(state=UnitState.RUNNING, attempts=Unit.attempts + 1, worker=worker, started_at=now,
-                     lease_until=now + timedelta(seconds=lease_seconds)).returning(*Unit.__table__.c)).first()
-            s.commit()
+        statement = update(Unit.__table__).where(
+            Unit.__table__.c.id == unit_id,
+            Unit.__table__.c.state.in_((UnitState.PENDING, UnitState.FAILED))
+            | ((Unit.__table__.c.state == UnitState.RUNNING) & (Unit.__table__.c.lease_until < now)),
+        ).values(state=UnitState.RUNNING, attempts=Unit.__table__.c.attempts + 1, worker=worker, started_at=now,
+                 lease_until=now + timedelta(seconds=lease_seconds)).returning(*Unit.__table__.c)
+        with self.autocommit.connect() as conn:
+            row = conn.execute(statement).first()
         return Unit.model_validate(dict(row._mapping)) if row is not None else None
 
     def renew_leases(self, unit_ids: list[int], *, worker: str, lease_seconds: float) -> int:
@@ -203,22 +205,24 @@ class Store:
 
         Returns (inserted, duplicates): a record whose key the job already has is a duplicate and is dropped.
         """
-        with self.session() as s:
+        table = Record.__table__
+        with self.engine.begin() as conn:
             inserted = 0
             if records:
+                now = utcnow()
+                first: dict[str, NewRecord] = {}
+                for r in records:  # the first record of each key wins, in order
+                    first.setdefault(r.key, r)
                 rows = [{"job_id": job_id, "unit_id": unit_id, "key": r.key, "kind": r.kind,
-                         "conversation": r.conversation, "meta": r.meta, "call_ids": call_ids,
-                         "created_at": utcnow()} for r in records]
-                insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(Record.__table__)
-                statement = insert.on_conflict_do_nothing(index_elements=["job_id", "key"]).returning(
-                    Record.__table__.c.id)
-                for row in rows:  # per row, so RETURNING says which keys were new
-                    if s.connection().execute(statement, row).first() is not None:
-                        inserted += 1
+                         "conversation": r.conversation, "meta": r.meta, "call_ids": call_ids, "created_at": now}
+                        for r in first.values()]
+                insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+                statement = insert.values(rows).on_conflict_do_nothing(index_elements=["job_id", "key"]) \
+                    .returning(table.c.id)
+                inserted = len(conn.execute(statement).all())  # RETURNING names only the new keys
             duplicates = len(records) - inserted
-            s.exec(update(Unit).where(Unit.id == unit_id).values(
+            conn.execute(update(Unit.__table__).where(Unit.__table__.c.id == unit_id).values(
                 state=UnitState.DONE, last_error=None, duplicates=duplicates, finished_at=utcnow(), lease_until=None))
-            s.commit()
         return inserted, duplicates
 
     def get_unit(self, unit_id: int) -> Unit | None:
@@ -231,17 +235,10 @@ class Store:
 
     # calls ------------------------------------------------------------------------------------------------
     def add_call(self, **values: Any) -> int:
-        with self.session() as s:
-            result = s.connection().execute(Call.__table__.insert().returning(Call.__table__.c.id),
-                                            {**values, "created_at": utcnow()})
-            call_id = result.scalar_one()
-            s.commit()
-            return call_id
-
-    def mark_call(self, call_id: int, *, accepted: bool, reason: str | None = None) -> None:
-        with self.session() as s:
-            s.exec(update(Call).where(Call.id == call_id).values(accepted=accepted, reject_reason=reason))
-            s.commit()
+        """One teacher call, with its verdict when it has one: a single INSERT."""
+        with self.autocommit.connect() as conn:
+            return conn.execute(Call.__table__.insert().returning(Call.__table__.c.id),
+                                {**values, "created_at": utcnow()}).scalar_one()
 
     def accepted_calls(self, unit_id: int) -> list[tuple[int, str, int, str]]:
         """(id, request_key, occurrence, text) of the unit's accepted calls: what a rerun replays."""

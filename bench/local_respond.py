@@ -69,7 +69,13 @@ def main() -> None:
         db_url = f"sqlite:///{work / 'gen.db'}"
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         started = time.monotonic()
-        code = run_job_file(db_url, work / "job.yml", quiet=True)
+        if os.environ.get("GEN_BENCH_PROFILE"):
+            import cProfile
+            prof = cProfile.Profile()
+            code = prof.runcall(run_job_file, db_url, work / "job.yml", quiet=True)
+            prof.dump_stats(os.environ["GEN_BENCH_PROFILE"])
+        else:
+            code = run_job_file(db_url, work / "job.yml", quiet=True)
         elapsed = time.monotonic() - started
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         store = Store(db_url)

@@ -7,6 +7,7 @@ from mistralai.client import Mistral, errors
 from gen.config import TeacherSpec
 from gen.errors import CallTimeout, MalformedResponse, Unreachable
 from gen.providers.base import Provider, error_for_status
+from gen.providers.openai_provider import http_client, refused
 from gen.types import ChatRequest, Completion, Usage
 
 _PARAM_NAMES = {"seed": "random_seed"}
@@ -19,8 +20,9 @@ class MistralProvider(Provider):
         self.teacher = spec.name
         self.server_url = spec.base_url or None
         # No retry_config: the SDK does not retry unless asked; gen retries one layer up.
+        self.http = http_client(spec)
         self.client = Mistral(api_key=spec.api_key(), server_url=self.server_url,
-                              timeout_ms=int(spec.timeout * 1000))
+                              timeout_ms=int(spec.timeout * 1000), async_client=self.http)
 
     async def complete(self, request: ChatRequest) -> Completion:
         kwargs = {_PARAM_NAMES.get(k, k): v for k, v in request.params.items()}
@@ -30,7 +32,10 @@ class MistralProvider(Provider):
             body = await self.client.chat.complete_async(
                 model=request.model, messages=request.messages, timeout_ms=int(request.timeout * 1000), **kwargs,
             )
-        except httpx2.TimeoutException:
+        except httpx2.TimeoutException as exc:
+            if refused(exc):  # the aiohttp transport reports a refused connection as a connect timeout
+                raise Unreachable(f"teacher '{self.teacher}': cannot connect to {self.server_url or 'api.mistral.ai'} "
+                                  "(connection refused)") from None
             raise CallTimeout(f"teacher '{self.teacher}': no answer within {request.timeout:g}s") from None
         except (httpx2.ConnectError, httpx2.NetworkError, errors.NoResponseError) as exc:
             raise Unreachable(f"teacher '{self.teacher}': cannot connect to {self.server_url or 'api.mistral.ai'} "
@@ -64,7 +69,4 @@ class MistralProvider(Provider):
         )
 
     async def aclose(self) -> None:
-        try:
-            await self.client.__aexit__(None, None, None)
-        except Exception:
-            pass
+        await self.http.aclose()  # the SDK leaves a client it was given open

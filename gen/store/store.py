@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 
 from gen.errors import UnknownJobError
 from gen.store.db import make_engine, prepare_schema
+from gen.store.threads import make_db_executor
 from gen.store.models import Call, Job, Record, Unit, UnitState, utcnow
 from gen.types import NewRecord
 
@@ -44,13 +45,24 @@ class Store:
         self.engine = make_engine(url)
         prepare_schema(self.engine)
         self.dialect = self.engine.dialect.name
+        self._executor = None
         # Single-statement writes on the hot path skip BEGIN/COMMIT round trips.
         self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @property
+    def executor(self):
+        """The thread pool async code runs this store's calls on (see gen.store.threads)."""
+        if self._executor is None:
+            self._executor = make_db_executor(self.dialect)
+        return self._executor
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
         self.engine.dispose()
 
     # jobs -------------------------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Database calls from async code run on a small thread pool, so the event loop never waits on a round trip."""
+"""Database calls from async code run on a thread pool, so the event loop never waits on a round trip.
+
+SQLite takes one writer at a time, so its pool has one thread (threads contending for its lock only spin);
+PostgreSQL gets several, each with its own pooled connection.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -7,16 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
-_pool: ThreadPoolExecutor | None = None
 
 
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gen-db")
-    return _pool
+def make_db_executor(dialect: str) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1 if dialect == "sqlite" else 16, thread_name_prefix="gen-db")
 
 
 async def in_db_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a `Store` method (a bound method: its store's executor is used) off the event loop."""
+    store = getattr(fn, "__self__", None)
+    executor = store.executor if store is not None else None
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor(), functools.partial(fn, *args, **kwargs))
+    return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))

@@ -101,7 +101,8 @@ def write_job(folder: Path, base: str, units: int, rpm: int, concurrency: int) -
     return job
 
 
-def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, memory_marks: list[int]) -> None:
+def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, in_flight: int,
+        memory_marks: list[int]) -> None:
     os.environ["GEN_DATABASE_URL"] = DB_URL
     os.environ["GEN_REDIS_URL"] = REDIS_URL
     from sqlalchemy import text
@@ -114,7 +115,7 @@ def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, me
     sim, base = start_simulator(latency, rpm)
     procs = start_workers(workers, concurrency, folder)
     try:
-        job_file = write_job(folder, base, units, rpm, concurrency)
+        job_file = write_job(folder, base, units, rpm, in_flight)
         cpu0 = {p.pid: cpu_seconds(p.pid) for p in procs}
         sim_cpu0 = cpu_seconds(sim.pid)
         store = Store(DB_URL)
@@ -153,7 +154,8 @@ def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, me
         for p in procs:
             p.wait(timeout=30)
         sim.terminate()
-    print(f"units={units} workers={workers} concurrency={concurrency} rpm={rpm or 'none'} latency={latency}s")
+    print(f"units={units} workers={workers} concurrency={concurrency} in_flight={in_flight} rpm={rpm or 'none'} "
+          f"latency={latency}s")
     print(f"enqueue={enqueued:.2f}s elapsed(enqueue->last record)={elapsed:.2f}s "
           f"units_per_s={done / elapsed:.1f} served_429={served['served_429']} failed={stats.units['failed']} "
           f"worker_cpu_ms_per_unit={cpu / units * 1000:.2f} simulator_cpu_ms_per_unit={sim_cpu / units * 1000:.2f}")
@@ -170,14 +172,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="gen fleet benchmarks")
     parser.add_argument("mode", choices=["rate", "latency", "memory"])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=20, help="task messages per worker process")
+    parser.add_argument("--in-flight", type=int, default=200, help="the teacher's max_concurrency per process")
     args = parser.parse_args()
     if args.mode == "rate":
-        run(600, 1200, 0.5, args.workers, args.concurrency, [])
+        run(600, 1200, 0.5, args.workers, args.concurrency, args.in_flight, [])
     elif args.mode == "latency":
-        run(3000, 0, 0.5, args.workers, args.concurrency, [])
+        run(3000, 0, 0.5, args.workers, args.concurrency, args.in_flight, [])
     else:
-        run(20000, 0, 0.05, 1, args.concurrency, [2000, 20000])
+        run(20000, 0, 0.05, 1, args.concurrency, args.in_flight, [2000, 20000])
 
 
 if __name__ == "__main__":

@@ -156,13 +156,14 @@ def enqueue(ctx: click.Context, file: Path, queue: str, force_new: bool, no_key_
 
 
 @cli.command()
-@click.option("-c", "--concurrency", type=click.IntRange(min=1, max=5000), default=200, show_default=True,
-              help="Units in flight in this worker process.")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1, max=5000), default=20, show_default=True,
+              help="Task messages (batches of units) handled at once by this worker process.")
 @click.option("-Q", "--queues", default="gen", show_default=True, help="Comma-separated queues to consume.")
 @click.option("-n", "--hostname", default=None, help="Celery node name (default: gen@HOST).")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.option("-E", "--events", is_flag=True, help="Send task events (for Flower).")
 @handle_errors
-def worker(concurrency: int, queues: str, hostname: str | None, loglevel: str) -> None:
+def worker(concurrency: int, queues: str, hostname: str | None, loglevel: str, events: bool) -> None:
     """Start a worker: one process, one event loop, many units in flight."""
     from worker.app import get_app
 
@@ -170,6 +171,8 @@ def worker(concurrency: int, queues: str, hostname: str | None, loglevel: str) -
             f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
     if hostname:
         argv.append(f"--hostname={hostname}")
+    if events:
+        argv.append("--task-events")
     get_app().worker_main(argv)
 
 

@@ -167,18 +167,18 @@ def test_bad_messages_are_refused_and_the_worker_keeps_working(fleet, tmp_path):
     with Connection(fleet.redis.url) as conn:
         producer = conn.Producer(serializer="json")
         producer.publish(b"\x80\x04 not json at all", routing_key="gen", exchange="", content_type="application/x-python-serialize",
-                         content_encoding="binary", headers={"task": "gen.run_unit", "id": str(uuid.uuid4())})
-        producer.publish(json.dumps([["no-such-job", 1], {}, {}]), routing_key="gen", exchange="",
+                         content_encoding="binary", headers={"task": "gen.run_units", "id": str(uuid.uuid4())})
+        producer.publish(json.dumps([["no-such-job", [1]], {}, {}]), routing_key="gen", exchange="",
                          content_type="application/json", content_encoding="utf-8",
-                         headers={"task": "gen.run_unit", "id": str(uuid.uuid4()), "lang": "py"})
+                         headers={"task": "gen.run_units", "id": str(uuid.uuid4()), "lang": "py"})
         producer.publish(json.dumps([["a", "b", "c"], {}, {}]), routing_key="gen", exchange="",
                          content_type="application/json", content_encoding="utf-8",
-                         headers={"task": "gen.run_unit", "id": str(uuid.uuid4()), "lang": "py"})
+                         headers={"task": "gen.run_units", "id": str(uuid.uuid4()), "lang": "py"})
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not ("no-such-job" in worker.text() and "malformed" in worker.text()):
         time.sleep(0.1)
     log = worker.text()
-    assert "not in the database" in log and "refused a malformed gen.run_unit message" in log
+    assert "not in the database" in log and "refused a malformed gen.run_units message" in log
     assert "ContentDisallowed" in log or "disallowed" in log.lower()
     assert worker.alive()
     with Simulator(SimConfig(latency=0.01)) as sim:

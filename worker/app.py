@@ -17,7 +17,7 @@ from celery.signals import worker_ready
 
 from worker.settings import fleet_settings
 
-TASK_RUN_UNIT = "gen.run_unit"
+TASK_RUN_UNITS = "gen.run_units"
 log = logging.getLogger("gen.worker")
 
 
@@ -36,8 +36,8 @@ def create_app() -> Celery:
         broker_connection_retry_on_startup=True,
         task_default_queue="gen",
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,      # for Flower
-        task_send_sent_event=True,
+        worker_send_task_events=False,     # three Redis messages a task; `gen worker --events` for Flower
+        task_send_sent_event=False,
     )
     # A line per HTTP request or per task is not a log but a cost at hundreds of units a second;
     # GEN_LOG_TASKS=1 brings the per-task lines back.

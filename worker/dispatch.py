@@ -1,15 +1,23 @@
 """Sending units to the queue. The queue only dispatches: the database decides what still needs doing."""
 from __future__ import annotations
 
-from worker.app import TASK_RUN_UNIT, get_app
+from worker.app import TASK_RUN_UNITS, get_app
 
 
-def send_units(job_id: str, unit_ids: list[int], queue: str = "gen") -> int:
+def send_units(job_id: str, unit_ids: list[int], queue: str = "gen", *, batch_size: int | None = None) -> int:
+    """Send a job's units in batches (one message per batch); returns how many units were sent."""
     app = get_app()
+    size = batch_size or batch_size_for(len(unit_ids))
     with app.producer_or_acquire() as producer:
-        for unit_id in unit_ids:
-            app.send_task(TASK_RUN_UNIT, args=[job_id, unit_id], queue=queue, producer=producer)
+        for start in range(0, len(unit_ids), size):
+            app.send_task(TASK_RUN_UNITS, args=[job_id, unit_ids[start:start + size]], queue=queue,
+                          producer=producer)
     return len(unit_ids)
+
+
+def batch_size_for(units: int) -> int:
+    """Small jobs spread unit by unit over every worker; large ones go 20 to a message."""
+    return max(1, min(20, units // 50))
 
 
 def enqueue_job_file(db_url: str, file, *, queue: str = "gen", force_new: bool = False, check_keys: bool = True):

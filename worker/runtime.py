@@ -53,6 +53,13 @@ class WorkerRuntime:
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result()
 
     async def _start(self) -> None:
+        # Import the SDKs now rather than on a job's first unit (about a second of import time).
+        import gen.providers.mistral_provider  # noqa: F401
+        import gen.providers.openai_provider  # noqa: F401
+        from gen.instructors import available_instructors
+
+        available_instructors()  # entry points scanned and instructor modules imported once, up front
+
         # A blocking pool: calls wait their turn for a connection instead of failing when all are busy.
         pool = aioredis.BlockingConnectionPool.from_url(self.settings.redis_url, max_connections=64, timeout=30)
         self.redis = aioredis.Redis(connection_pool=pool)
@@ -61,8 +68,13 @@ class WorkerRuntime:
         self.loop.create_task(self._sweep())
 
     # called from Celery's pool threads --------------------------------------------------------------------
-    def run_unit(self, job_id: str, unit_id: int) -> str:
-        return asyncio.run_coroutine_threadsafe(self._run(job_id, unit_id), self.loop).result()
+    def run_units(self, job_id: str, unit_ids: list[int]) -> list[int]:
+        """Run a batch concurrently on the loop; returns the unit ids to try again later."""
+        return asyncio.run_coroutine_threadsafe(self._run_batch(job_id, unit_ids), self.loop).result()
+
+    async def _run_batch(self, job_id: str, unit_ids: list[int]) -> list[int]:
+        outcomes = await asyncio.gather(*(self._run(job_id, uid) for uid in unit_ids))
+        return [uid for uid, outcome in zip(unit_ids, outcomes) if outcome == "retry-later"]
 
     # on the loop -----------------------------------------------------------------------------------------
     async def _job_row(self, job_id: str):

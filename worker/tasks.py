@@ -1,4 +1,9 @@
-"""The one task: run a unit. Its arguments are checked; anything malformed is logged and dropped."""
+"""The one task: run a batch of a job's units. Arguments are checked; anything malformed is logged and dropped.
+
+A message carries several unit ids so Celery's per-message cost is paid once per batch; the units of a batch
+run concurrently on the worker's event loop, and the message is acknowledged when all of them are settled.
+Redelivering a batch is harmless: units already finished or held by a live worker are skipped at claim time.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,19 +11,26 @@ import logging
 from celery import Celery
 
 log = logging.getLogger("gen.worker")
+MAX_BATCH = 1000
+
+
+def valid_arguments(job_id, unit_ids) -> bool:  # noqa: ANN001
+    return (isinstance(job_id, str) and 0 < len(job_id) <= 64 and isinstance(unit_ids, list)
+            and 0 < len(unit_ids) <= MAX_BATCH
+            and all(isinstance(u, int) and not isinstance(u, bool) for u in unit_ids))
 
 
 def register(app: Celery) -> None:
-    @app.task(name="gen.run_unit", bind=True, acks_late=True, max_retries=None)
-    def run_unit(self, job_id=None, unit_id=None, *args, **kwargs):  # noqa: ANN001
-        if args or kwargs or not isinstance(job_id, str) or not isinstance(unit_id, int) or isinstance(unit_id, bool):
-            log.error("refused a malformed gen.run_unit message: args=%r kwargs=%r",
-                      [job_id, unit_id, *args][:4], sorted(kwargs)[:4])
+    @app.task(name="gen.run_units", bind=True, acks_late=True, max_retries=None)
+    def run_units(self, job_id=None, unit_ids=None, *args, **kwargs):  # noqa: ANN001
+        if args or kwargs or not valid_arguments(job_id, unit_ids):
+            log.error("refused a malformed gen.run_units message: args=%.200r kwargs=%.200r",
+                      [job_id, unit_ids, *args][:4], sorted(kwargs)[:4])
             return "refused"
         from worker.runtime import get_runtime
 
-        outcome = get_runtime().run_unit(job_id, unit_id)
-        if outcome == "retry-later":
-            # The teacher is unreachable or refused the key: the unit is pending again; ask again in a while.
-            raise self.retry(countdown=30)
-        return outcome
+        retry = get_runtime().run_units(job_id, unit_ids)
+        if retry:
+            # The teacher is unreachable or refused the key: those units are pending again; ask again later.
+            raise self.retry(args=[job_id, retry], countdown=30)
+        return "ok"

@@ -223,17 +223,20 @@ def jobs(ctx: click.Context) -> None:
               show_default=True)
 @click.option("--no-filter", is_flag=True, help="Keep refusals and AI disclaimers.")
 @click.option("--filter-phrase", multiple=True, metavar="TEXT", help="Also drop conversations containing TEXT.")
+@click.option("--meta", "with_meta", is_flag=True, help="Add each record's metadata (teacher, judge scores) as `metadata`.")
+@click.option("--rejected", is_flag=True, help="Export the conversations rejected (kept for review) instead.")
 @click.pass_context
 @handle_errors
-def export(ctx: click.Context, job: str, output: str, fmt: str, no_filter: bool, filter_phrase: tuple[str, ...]
-           ) -> None:
+def export(ctx: click.Context, job: str, output: str, fmt: str, no_filter: bool, filter_phrase: tuple[str, ...],
+           with_meta: bool, rejected: bool) -> None:
     """Write a job's conversations as training JSONL."""
     from gen.export import DEFAULT_REFUSAL_PHRASES, RefusalFilter, export_job
 
     store = open_store(ctx)
     found = store.find_job(job)
     refusal_filter = None if no_filter else RefusalFilter([*DEFAULT_REFUSAL_PHRASES, *filter_phrase])
-    report = export_job(store, found.id, output, fmt, refusal_filter=refusal_filter)
+    report = export_job(store, found.id, output, fmt, refusal_filter=refusal_filter, with_meta=with_meta,
+                        rejected=rejected)
     dropped = f"; {report.filtered} dropped by the refusal filter" if refusal_filter else ""
     click.echo(f"gen export: {report.written} {fmt} lines written to {output}{dropped}", err=True)
 

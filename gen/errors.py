@@ -100,13 +100,15 @@ class ResponseFormatUnsupported(BadRequest):
 class OutputRejected(GenError):
     """A unit's output failed validation on every attempt: the unit is recorded as rejected.
 
-    `reason` says why (schema path and message, or the check that failed); `raw` is the last output.
+    `reason` says why (schema path and message, or the check that failed); `raw` is the last output;
+    `records` (NewRecord) are kept with kind "rejected", reviewable and exportable with `gen export --rejected`.
     """
 
-    def __init__(self, reason: str, raw: str | None = None):
+    def __init__(self, reason: str, raw: str | None = None, records: list | None = None):
         super().__init__(reason)
         self.reason = reason
         self.raw = raw
+        self.records = records or []  # rejected work worth keeping for review (stored with kind "rejected")
 
 
 class TeacherUnavailable(GenError):

@@ -88,8 +88,10 @@ def line_validator(fmt: str):
     return validator_for_schema_text(json.dumps(one, sort_keys=True))
 
 
-def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filter: RefusalFilter | None
-               ) -> ExportReport:
+def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filter: RefusalFilter | None,
+               with_meta: bool = False, rejected: bool = False) -> ExportReport:
+    """`with_meta` adds each record's metadata (teacher, judge scores, ...) as a `metadata` field, which
+    trainers ignore; `rejected` exports the conversations kept for review instead of the accepted ones."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown format '{fmt}' (known: {', '.join(FORMATS)})")
     convert = FORMATS[fmt]
@@ -105,7 +107,7 @@ def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filt
         fd, tmp_path = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent or ".")
         sink = os.fdopen(fd, "w", encoding="utf-8")
     try:
-        for record in store.iter_records(job_id, kind="conversation"):
+        for record in store.iter_records(job_id, kind="rejected" if rejected else "conversation"):
             if refusal_filter is not None:
                 phrase = refusal_filter.match(record.conversation)
                 if phrase:
@@ -116,6 +118,8 @@ def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filt
             problem = first_problem(validator, row)
             if problem:
                 raise GenError(f"record {record.id} does not make a valid {fmt} line: {problem}")
+            if with_meta:
+                row["metadata"] = {**record.meta, "record_id": record.id, "key": record.key}
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             report.written += 1
         sink.flush()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gen.config import JobSpec
 from gen.conversation import conversation_problem
@@ -59,7 +59,11 @@ class UnitExecutor:
                                                 call_ids)
             return UnitResult(unit_id, UnitState.DONE, inserted, dups)
         except OutputRejected as exc:
-            await in_db_thread(self.store.finish_unit, unit_id, UnitState.REJECTED, error=exc.reason, raw=exc.raw)
+            kept = [replace(r, kind="rejected", meta={**r.meta, "rejected_because": exc.reason}) for r in exc.records
+                    if conversation_problem(r.conversation) is None]
+            call_ids = sorted({cid for t in bound.values() for cid in t.call_ids})
+            await in_db_thread(self.store.finish_unit_with_records, self.job_id, unit_id, kept, call_ids,
+                               state=UnitState.REJECTED, error=exc.reason, raw=exc.raw)
             return UnitResult(unit_id, UnitState.REJECTED, error=exc.reason)
         except (Unreachable, AuthError) as exc:
             # Not this unit's fault: it goes back to pending and the driver stops asking this teacher.

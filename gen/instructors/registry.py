@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from gen.errors import GenError, JobFileError
+import logging
+
+from gen.errors import JobFileError
+
+log = logging.getLogger("gen.instructors")
 
 GROUP = "gen.instructors"
 
@@ -14,8 +18,8 @@ def available_instructors() -> dict[str, type]:
     for ep in entry_points(group=GROUP):
         try:
             found[ep.name] = ep.load()
-        except Exception as exc:  # a broken third-party plugin must not take the others down
-            raise GenError(f"instructor plugin '{ep.name}' ({ep.value}) failed to load: {exc}") from None
+        except (ImportError, AttributeError) as exc:  # a broken plugin must not take the others down
+            log.warning("instructor plugin '%s' (%s) failed to load: %s", ep.name, ep.value, exc)
     return dict(sorted(found.items()))
 
 

@@ -69,6 +69,33 @@ class SimulatorState:
         self.limiter = RateLimiter(config.rpm, config.tpm, time.monotonic())
         self.stats = new_stats()
         self.answer_count = 0
+        self.script: list[dict[str, Any]] = []
+
+    def set_script(self, rules: Any) -> None:
+        """Scripted answers for tests: each rule {"match": text, "answers": [str, ...]} answers a request whose
+        messages contain `match` with its answers in turn (the last one repeats). First matching rule wins."""
+        if not isinstance(rules, list):
+            raise ValueError("script must be a list of rules")
+        parsed = []
+        for i, rule in enumerate(rules):
+            if not isinstance(rule, dict) or not isinstance(rule.get("match"), str):
+                raise ValueError(f"script rule {i}: needs a string 'match'")
+            answers = rule.get("answers")
+            if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+                raise ValueError(f"script rule {i}: needs a non-empty list of string 'answers'")
+            parsed.append({"match": rule["match"], "answers": list(answers), "served": 0})
+        self.script = parsed
+
+    def scripted(self, messages: list) -> str | None:
+        if not self.script:
+            return None
+        text = "\n".join(message_text(m.get("content")) for m in messages if isinstance(m, dict))
+        for rule in self.script:
+            if rule["match"] in text:
+                answer = rule["answers"][min(rule["served"], len(rule["answers"]) - 1)]
+                rule["served"] += 1
+                return answer
+        return None
 
     def configure(self, patch: dict[str, Any]) -> SimConfig:
         for name in STARTUP_ONLY_FIELDS:
@@ -218,6 +245,9 @@ class ChatHandler:
         return state.respond(200, text, headers)
 
     def _content(self, body: dict, mode: str, schema: Any, violate: bool) -> str:
+        scripted = self.state.scripted(body["messages"])
+        if scripted is not None:
+            return scripted
         rng = self.state.rng
         if schema is not None:
             value = generate_invalid_instance(schema, rng) if violate else generate_instance(schema, rng)
@@ -262,6 +292,13 @@ def build_app(config: SimConfig) -> web.Application:
             return web.json_response(error_body(str(exc), "invalid_request_error"), status=400)
         return web.json_response(new.to_dict())
 
+    async def set_script(request: web.Request) -> web.Response:
+        try:
+            state.set_script(json.loads(await request.read()))
+        except (ValueError, TypeError) as exc:
+            return web.json_response(error_body(str(exc), "invalid_request_error"), status=400)
+        return web.json_response({"ok": True, "rules": len(state.script)})
+
     async def reset(_request: web.Request) -> web.Response:
         state.reset_stats()
         return web.json_response({"ok": True})
@@ -274,6 +311,7 @@ def build_app(config: SimConfig) -> web.Application:
     app.router.add_get("/sim/config", get_config)
     app.router.add_post("/sim/config", patch_config)
     app.router.add_post("/sim/reset", reset)
+    app.router.add_post("/sim/script", set_script)
     return app
 
 
@@ -411,6 +449,10 @@ class Simulator:
 
     def reset_stats(self) -> None:
         self._on_loop(self.running.reset_stats)
+
+    def script(self, rules: list[dict[str, Any]]) -> None:
+        """Scripted answers (see SimulatorState.set_script); an empty list turns scripting off."""
+        self._on_loop(self.running.state.set_script, rules)
 
     def stop(self) -> None:
         if self._thread is None or self._loop is None:

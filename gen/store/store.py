@@ -212,8 +212,10 @@ class Store:
             s.commit()
 
     def finish_unit_with_records(self, job_id: str, unit_id: int, records: list[NewRecord],
-                                 call_ids: list[int]) -> tuple[int, int]:
-        """Store the records (once per key) and mark the unit done, in one transaction.
+                                 call_ids: list[int], *, state: str = UnitState.DONE, error: str | None = None,
+                                 raw: str | None = None) -> tuple[int, int]:
+        """Store the records (once per key) and settle the unit (done, or rejected with kept records), in one
+        transaction.
 
         Returns (inserted, duplicates): a record whose key the job already has is a duplicate and is dropped.
         """
@@ -234,7 +236,8 @@ class Store:
                 inserted = len(conn.execute(statement).all())  # RETURNING names only the new keys
             duplicates = len(records) - inserted
             conn.execute(update(Unit.__table__).where(Unit.__table__.c.id == unit_id).values(
-                state=UnitState.DONE, last_error=None, duplicates=duplicates, finished_at=utcnow(), lease_until=None))
+                state=state, last_error=error, raw_output=raw, duplicates=duplicates, finished_at=utcnow(),
+                lease_until=None))
         return inserted, duplicates
 
     def get_unit(self, unit_id: int) -> Unit | None:
@@ -263,6 +266,12 @@ class Store:
             return list(s.exec(select(Call).where(Call.job_id == job_id).order_by(Call.id)))
 
     # reading ----------------------------------------------------------------------------------------------
+    def record_counts(self, job_id: str) -> dict[str, int]:
+        """Records by kind (conversation, rejected, pair, ...)."""
+        with self.session() as s:
+            return {kind: n for kind, n in s.exec(select(Record.kind, func.count()).where(Record.job_id == job_id)
+                                                  .group_by(Record.kind))}
+
     def stats(self, job_id: str) -> JobStats:
         with self.session() as s:
             units = {st: n for st, n in s.exec(select(Unit.state, func.count()).where(Unit.job_id == job_id)
@@ -275,7 +284,8 @@ class Store:
                 func.coalesce(func.sum(Call.completion_tokens), 0),
                 func.coalesce(func.sum(Call.cost_usd), 0.0),
             ).where(Call.job_id == job_id)).one()
-            records = s.exec(select(func.count()).select_from(Record).where(Record.job_id == job_id)).one()
+            records = s.exec(select(func.count()).select_from(Record).where(Record.job_id == job_id,
+                                                                            Record.kind != "rejected")).one()
             dups = s.exec(select(func.coalesce(func.sum(Unit.duplicates), 0)).where(Unit.job_id == job_id)).one()
         return JobStats(units={st: units.get(st, 0) for st in UnitState.ALL}, calls=calls[0],
                         failed_calls=int(calls[1]), rate_limited=int(calls[2]), prompt_tokens=int(calls[3]),

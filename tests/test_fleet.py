@@ -184,3 +184,45 @@ def test_bad_messages_are_refused_and_the_worker_keeps_working(fleet, tmp_path):
     with Simulator(SimConfig(latency=0.01)) as sim:
         job_id = fleet.enqueue(write_job(tmp_path / "j.yml", sim_job(sim.base_url, prompts=3)))
         assert fleet.wait_finished(job_id)[UnitState.DONE] == 3
+
+
+def test_budget_stops_dispatch_and_resume_with_a_higher_budget_finishes(fleet, tmp_path):
+    prices = "    prices: {input_per_million: 100000, output_per_million: 100000}\n"
+    with Simulator(SimConfig(latency=0.05)) as sim:
+        fleet.start(1, concurrency=1)
+        text_ = sim_job(sim.base_url, prompts=30, concurrency=1, extra_teacher=prices, run="run:\n  budget_usd: 20\n")
+        job_id = fleet.enqueue(write_job(tmp_path / "j.yml", text_))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and fleet.store.get_job(job_id).status != "stopped":
+            time.sleep(0.2)
+        job = fleet.store.get_job(job_id)
+        assert job.status == "stopped" and "budget reached" in job.status_reason
+        time.sleep(1.5)
+        stats = fleet.store.stats(job_id)
+        assert 0 < stats.units[UnitState.DONE] < 30 and stats.units[UnitState.PENDING] > 0
+        status = fleet.gen("status", job_id)
+        assert "stopped: budget reached" in status.stdout
+        resumed = fleet.gen("resume", job_id, "--budget-usd", "100000")
+        assert resumed.returncode == 0, resumed.stderr
+        units = fleet.wait_finished(job_id)
+    assert units[UnitState.DONE] == 30
+    assert fleet.store.stats(job_id).records == 30
+
+
+def test_cancel_stops_dispatching_and_resume_continues(fleet, tmp_path):
+    with Simulator(SimConfig(latency=0.3)) as sim:
+        fleet.start(1, concurrency=2)
+        job_id = fleet.enqueue(write_job(tmp_path / "j.yml", sim_job(sim.base_url, prompts=60, concurrency=2)))
+        deadline = time.monotonic() + 30
+        while fleet.store.stats(job_id).units[UnitState.DONE] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fleet.gen("cancel", job_id).returncode == 0
+        time.sleep(3.0)  # in-flight calls finish; queued batches are acknowledged without work
+        settled = fleet.store.stats(job_id).units
+        time.sleep(1.0)
+        assert fleet.store.stats(job_id).units == settled, "nothing more is dispatched after a cancel"
+        assert settled[UnitState.PENDING] > 0 and settled[UnitState.RUNNING] == 0
+        assert "cancelled" in fleet.gen("status", job_id).stdout
+        assert fleet.gen("resume", job_id).returncode == 0
+        units = fleet.wait_finished(job_id)
+    assert units[UnitState.DONE] == 60 and fleet.store.stats(job_id).duplicates == 0

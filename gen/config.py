@@ -103,8 +103,11 @@ class JobSpec:
 
     @property
     def spec_hash(self) -> str:
+        """What makes a job the same job: everything but where its file lives and how it is run
+        (`run:` settings such as budget_usd may change between runs of the same job)."""
         data = self.to_json()
         data.pop("base_dir")
+        data.pop("run")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolve_path(self, path: str) -> Path:

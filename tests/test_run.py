@@ -147,3 +147,22 @@ def _wait_for_db(tmp_path, timeout: float = 30) -> bool:
             return True
         time.sleep(0.05)
     raise AssertionError("gen run never created its database")
+
+
+def test_budget_stops_a_local_run_and_raising_it_in_the_file_continues_the_same_job(tmp_path):
+    prices = "    prices: {input_per_million: 100000, output_per_million: 100000}\n"
+    with Simulator(SimConfig(latency=0.0)) as sim:
+        text_ = sim_job(sim.base_url, prompts=20, concurrency=1, extra_teacher=prices)
+        job = write_job(tmp_path / "j.yml", text_ + "run:\n  budget_usd: 20\n")
+        first = gen_cmd("run", str(job), "-q")
+        assert first.returncode == 1 and "budget reached" in first.stderr
+        store = db(tmp_path)
+        job_id = store.list_jobs()[0].id
+        done_first = store.stats(job_id).units[UnitState.DONE]
+        assert 0 < done_first < 20
+        assert "stopped: budget reached" in gen_cmd("status", job_id).stdout
+        write_job(tmp_path / "j.yml", text_ + "run:\n  budget_usd: 1000000\n")
+        second = gen_cmd("run", str(job), "-q")
+        assert second.returncode == 0 and "resuming job " + job_id in second.stderr
+    assert len(store.list_jobs()) == 1
+    assert store.stats(job_id).units[UnitState.DONE] == 20

@@ -23,6 +23,7 @@ class RunOutcome:
 async def run_job_locally(store: Store, job_id: str, spec: JobSpec, instructor: Instructor, *,
                           quiet: bool = False, progress_every: float | None = None) -> RunOutcome:
     meter = Meter()
+    store.set_job_status(job_id, "active")
     store.release_running(job_id)
     unit_ids = store.runnable_unit_ids(job_id, max_attempts=spec.run.unit_attempts)
     base = store.stats(job_id)

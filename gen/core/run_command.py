@@ -44,6 +44,8 @@ def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency:
                                    spec_hash=spec.spec_hash, units=planned)
             say(f"job {job.id} ('{spec.name}', {spec.instructor_type}): {job.unit_count} units")
         else:
+            if job.spec != spec.to_json():
+                store.update_job_spec(job.id, spec.to_json())  # e.g. a raised run.budget_usd
             stats = store.stats(job.id)
             say(f"resuming job {job.id} ('{spec.name}'): {stats.finished_units} of {stats.total_units} units "
                 "already finished")

@@ -131,11 +131,11 @@ def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, in
                 done = conn.execute(text("SELECT count(*) FROM records WHERE job_id = :j"), {"j": job.id}).scalar()
                 open_units = conn.execute(text("SELECT count(*) FROM units WHERE job_id = :j AND state IN "
                                                "('pending', 'running')"), {"j": job.id}).scalar()
-            if not open_units:
-                break
             for mark in memory_marks:
                 if mark not in rss and done >= mark:
                     rss[mark] = rss_mb(procs[0].pid)
+            if not open_units:
+                break
             if time.monotonic() - started > 900:
                 raise SystemExit(f"gave up: {done} of {units} after 900 s")
         if done < units:

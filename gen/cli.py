@@ -219,7 +219,7 @@ def jobs(ctx: click.Context) -> None:
 @cli.command()
 @click.argument("job")
 @click.option("-o", "--output", required=True, metavar="PATH", help="Where to write the JSONL ('-' for stdout).")
-@click.option("-f", "--format", "fmt", type=click.Choice(["sharegpt", "messages", "alpaca"]), default="sharegpt",
+@click.option("-f", "--format", "fmt", type=click.Choice(["sharegpt", "messages", "alpaca", "dpo-trl", "dpo-axolotl", "dpo-chatml-intel"]), default="sharegpt",
               show_default=True)
 @click.option("--no-filter", is_flag=True, help="Keep refusals and AI disclaimers.")
 @click.option("--filter-phrase", multiple=True, metavar="TEXT", help="Also drop conversations containing TEXT.")

@@ -75,11 +75,85 @@ FORMATS: dict[str, Callable[[list[dict[str, str]]], dict[str, Any]]] = {
 }
 
 
+# preference pairs (records of kind "pair", made by dpo_reroll: meta holds prompt, chosen and rejected) -------
+def _message(m: dict[str, Any]) -> dict[str, str]:
+    return {"role": m["role"], "content": m["content"]}
+
+
+def to_dpo_trl(pair: dict[str, Any]) -> dict[str, Any]:
+    """TRL's conversational preference format: prompt messages, chosen and rejected as one-message lists."""
+    return {"prompt": [_message(m) for m in pair["prompt"]], "chosen": [_message(pair["chosen"])],
+            "rejected": [_message(pair["rejected"])]}
+
+
+def to_dpo_axolotl(pair: dict[str, Any]) -> dict[str, Any]:
+    """Axolotl `rl: dpo` with `type: chat_template.default`: context messages, chosen and rejected messages."""
+    return {"messages": [_message(m) for m in pair["prompt"]], "chosen": _message(pair["chosen"]),
+            "rejected": _message(pair["rejected"])}
+
+
+def to_dpo_chatml_intel(pair: dict[str, Any]) -> dict[str, Any]:
+    """Axolotl `type: chatml.intel`: system?, question, chosen and rejected as strings; single-turn only."""
+    system = [m["content"] for m in pair["prompt"] if m["role"] == "system"]
+    turns = [m for m in pair["prompt"] if m["role"] != "system"]
+    if len(turns) != 1:
+        raise PairSingleTurnOnly("dpo-chatml-intel")
+    row = {"question": turns[0]["content"], "chosen": pair["chosen"]["content"],
+           "rejected": pair["rejected"]["content"]}
+    return {"system": system[0], **row} if system else row
+
+
+class PairSingleTurnOnly(UsageError):
+    def __init__(self, fmt: str):
+        super().__init__(f"format '{fmt}' holds single-turn pairs only, and this job has pairs with multi-turn "
+                         "prompts: export it as dpo-trl or dpo-axolotl instead (nothing was written)")
+
+
+DPO_FORMATS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "dpo-trl": to_dpo_trl, "dpo-axolotl": to_dpo_axolotl, "dpo-chatml-intel": to_dpo_chatml_intel,
+}
+
+
+def check_record_kinds(store: Store, job_id: str, fmt: str, rejected: bool) -> None:
+    """Refuse, clearly, an export whose format does not read the records this job has."""
+    counts = store.record_counts(job_id)
+    pairs, conversations = counts.get("pair", 0), counts.get("conversation", 0)
+    if fmt in DPO_FORMATS:
+        if rejected:
+            raise UsageError(f"format '{fmt}' exports pairs with a winner; dropped pairs have none: review them "
+                             f"with `gen export {job_id} --rejected --meta --format messages`")
+        if not pairs:
+            has = (f"it has {conversations} conversation records: export them with --format sharegpt, messages "
+                   "or alpaca" if conversations else "it has no records yet")
+            dropped = counts.get("rejected", 0)
+            kept = (f"; {dropped} dropped pairs are kept for review: `gen export {job_id} --rejected --meta`"
+                    if dropped else "")
+            raise UsageError(f"0 lines: job {job_id} has no pair records ({has}){kept}; DPO formats export "
+                             "dpo_reroll jobs")
+    elif pairs and not conversations and not rejected:
+        raise UsageError(f"0 lines: job {job_id} has no conversation records, it has {pairs} preference pairs: "
+                         "export them with --format dpo-trl, dpo-axolotl or dpo-chatml-intel")
+
+
 @dataclass
 class ExportReport:
     written: int = 0
     filtered: int = 0
     by_phrase: dict[str, int] = field(default_factory=dict)
+
+
+def _conversation_converter(fn: Callable[[list[dict[str, str]]], dict[str, Any]]):
+    return lambda record: fn(record.conversation)
+
+
+def _pair_converter(fn: Callable[[dict[str, Any]], dict[str, Any]]):
+    def convert(record) -> dict[str, Any]:
+        meta = record.meta or {}
+        missing = [k for k in ("prompt", "chosen", "rejected") if k not in meta]
+        if missing:
+            raise GenError(f"record {record.id} is a pair without {', '.join(missing)} in its metadata")
+        return fn(meta)
+    return convert
 
 
 def line_validator(fmt: str):
@@ -92,9 +166,13 @@ def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filt
                with_meta: bool = False, rejected: bool = False) -> ExportReport:
     """`with_meta` adds each record's metadata (teacher, judge scores, ...) as a `metadata` field, which
     trainers ignore; `rejected` exports the conversations kept for review instead of the accepted ones."""
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown format '{fmt}' (known: {', '.join(FORMATS)})")
-    convert = FORMATS[fmt]
+    if fmt not in FORMATS and fmt not in DPO_FORMATS:
+        raise UsageError(f"unknown format '{fmt}' (known: {', '.join([*FORMATS, *DPO_FORMATS])})")
+    check_record_kinds(store, job_id, fmt, rejected)
+    if fmt in DPO_FORMATS:
+        kind, convert = "pair", _pair_converter(DPO_FORMATS[fmt])
+    else:
+        kind, convert = "conversation", _conversation_converter(FORMATS[fmt])
     validator = line_validator(fmt)
     report = ExportReport()
     to_stdout = output == "-"
@@ -107,14 +185,14 @@ def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filt
         fd, tmp_path = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent or ".")
         sink = os.fdopen(fd, "w", encoding="utf-8")
     try:
-        for record in store.iter_records(job_id, kind="rejected" if rejected else "conversation"):
+        for record in store.iter_records(job_id, kind="rejected" if rejected else kind):
             if refusal_filter is not None:
                 phrase = refusal_filter.match(record.conversation)
                 if phrase:
                     report.filtered += 1
                     report.by_phrase[phrase] = report.by_phrase.get(phrase, 0) + 1
                     continue
-            row = convert(record.conversation)
+            row = convert(record)
             problem = first_problem(validator, row)
             if problem:
                 raise GenError(f"record {record.id} does not make a valid {fmt} line: {problem}")

@@ -28,6 +28,7 @@ def status_dict(store: Store, job: Job) -> dict[str, Any]:
         "completion_tokens": stats.completion_tokens, "cost_usd": round(stats.cost_usd, 6),
         "calls_per_minute": calls_last_min, "units_per_minute": units_last_min, "eta_seconds": eta,
         "budget_usd": (job.spec.get("run") or {}).get("budget_usd"), "queue": job.queue,
+        "near_duplicates": store.near_duplicates(job.id),
     }
 
 
@@ -41,6 +42,7 @@ def status_lines(store: Store, job: Job) -> list[str]:
         f"  units    {finished}/{d['total_units']} finished: done {u['done']}, rejected {u['rejected']}, "
         f"failed {u['failed']}, running {u['running']}, pending {u['pending']}",
         f"  records  {d['records']} ({d['duplicates']} duplicates dropped)",
+        f"  near-dup {d['near_duplicates']} near-duplicates dropped",
         f"  calls    {d['calls']} ({d['failed_calls']} failed, {d['rate_limited']} rate limited)",
         f"  tokens   {d['prompt_tokens']} in, {d['completion_tokens']} out",
         f"  cost     ${d['cost_usd']:.4f}" + (f" of ${d['budget_usd']:.2f} budget" if d["budget_usd"] else ""),

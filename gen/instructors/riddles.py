@@ -1,4 +1,11 @@
-"""`riddles`: the teacher writes riddles in batches; exact duplicates are dropped across the whole job."""
+"""`riddles`: the teacher writes riddles in batches; duplicates are dropped across the whole job.
+
+Exact duplicates (same normalised question) are dropped by their record key; near-duplicates by the job's
+near-duplicate index (gen.neardup), when the execution core has given the instructor one (`self.neardup`).
+With `verify: true` each new riddle is answered blind by the `solver` teacher and a `judge` teacher decides
+whether the two answers agree (JSON per `schemas/riddle_verdict.schema.json`); a riddle they disagree on is kept
+as a record of kind "rejected" (`on_disagreement: reject`) or kept with meta `verified: false` (`flag`).
+"""
 from __future__ import annotations
 
 import copy
@@ -6,10 +13,12 @@ import hashlib
 import math
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
+from gen.config import JobSpec
+from gen.errors import JobFileError, OutputRejected
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
 from gen.schemas import load_schema
 from gen.types import NewRecord
@@ -24,6 +33,21 @@ Each riddle is a short question that has one clear, fair answer which a thoughtf
 Avoid well-known riddles and avoid repeating yourself. Give each riddle's answer in a few words.
 This is batch {batch} of the collection."""
 
+SOLVER_PROMPT = """Solve this riddle. Reply with your answer in a few words, and nothing else.
+
+{question}"""
+
+JUDGE_PROMPT = """A riddle, the answer its author gave, and the answer of a solver who did not see the author's answer.
+Decide whether the two answers agree: they agree when they name the same thing (synonyms, singular or plural, a \
+more or less specific name for the same thing all agree); they disagree when they name different things, or when \
+the solver did not give an answer.
+
+Riddle: {question}
+Author's answer: {answer}
+Solver's answer: {solved}"""
+
+VERIFY_ROLES = ("solver", "judge")
+
 
 class RiddlesOptions(InstructorOptions):
     count: int = Field(gt=0, description="How many riddles to ask for in all (duplicates are then dropped).")
@@ -31,6 +55,14 @@ class RiddlesOptions(InstructorOptions):
     topics: list[str] = Field(default_factory=lambda: list(DEFAULT_TOPICS), min_length=1,
                               description="Topics, used in turn, one per batch.")
     system: str | None = Field(default=None, description="A system prompt for the riddle-writing call.")
+    near_duplicate_threshold: float | None = Field(
+        default=0.8, gt=0, le=1, description="Estimated Jaccard similarity (character 3-grams) at which a riddle "
+                                             "is dropped as a near-duplicate of an earlier one; null turns it off.")
+    verify: bool = Field(default=False, description="Have teacher `solver` answer each riddle blind and teacher "
+                                                    "`judge` decide whether its answer agrees with the riddle's.")
+    on_disagreement: Literal["reject", "flag"] = Field(
+        default="reject", description="reject: keep the riddle as a rejected record; flag: keep it with meta "
+                                      "verified: false.")
 
 
 def normalise_question(text: str) -> str:
@@ -49,6 +81,18 @@ class RiddlesInstructor(Instructor):
     name = "riddles"
     summary = "Riddles with answers, written in batches; duplicates removed across the job."
     Options = RiddlesOptions
+    neardup = None  # set by the execution core to a gen.neardup.NearDupIndex for the job
+
+    @classmethod
+    def from_job(cls, job: JobSpec) -> "RiddlesInstructor":
+        instructor = super().from_job(job)
+        if instructor.options.verify:  # type: ignore[attr-defined]
+            missing = [role for role in VERIFY_ROLES if role not in job.teachers]
+            if missing:
+                raise JobFileError(job.source, [
+                    f"teachers: instructor 'riddles' with verify: true needs a teacher named '{missing[0]}' "
+                    f"(it uses: main, {', '.join(VERIFY_ROLES)})"])
+        return instructor  # type: ignore[return-value]
 
     def plan(self) -> Iterator[PlannedUnit]:
         opts: RiddlesOptions = self.options  # type: ignore[assignment]
@@ -67,12 +111,49 @@ class RiddlesInstructor(Instructor):
         messages.append({"role": "user", "content": PROMPT.format(n=p["n"], topic=p["topic"], batch=p["batch"])})
         teacher = teachers["main"]
         reply = await teacher.chat(messages, schema=batch_schema(p["n"]), schema_name="riddles")
-        records = []
+        records: list[NewRecord] = []
+        rejected: list[NewRecord] = []
         for riddle in reply.data["riddles"][: p["n"]]:
             question, answer = riddle["question"].strip(), riddle["answer"].strip()
-            records.append(NewRecord(
-                key="riddle:" + hashlib.sha256(normalise_question(question).encode()).hexdigest()[:32],
-                conversation=[{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
-                meta={"topic": p["topic"], "teacher": teacher.name, "model": teacher.model},
-            ))
-        return records
+            key = riddle_key(question)
+            if not await self._is_new(question, key):
+                continue
+            conversation = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            meta: dict[str, Any] = {"topic": p["topic"], "teacher": teacher.name, "model": teacher.model}
+            if opts.verify:
+                meta.update(await verify_riddle(question, answer, teachers["solver"], teachers["judge"]))
+                if not meta["verified"] and opts.on_disagreement == "reject":
+                    reason = (f"blind answer disagrees: solver said {meta['solver_answer']!r}, riddle says "
+                              f"{answer!r} ({meta['judge_reason']})")
+                    rejected.append(NewRecord(key="rejected:" + key, conversation=conversation, kind="rejected",
+                                              meta={**meta, "rejected_because": reason}))
+                    continue
+            records.append(NewRecord(key=key, conversation=conversation, meta=meta))
+        if rejected and not records:
+            first = rejected[0].meta["rejected_because"]
+            raise OutputRejected(first if len(rejected) == 1 else f"all {len(rejected)} riddles rejected; first: "
+                                 f"{first}", records=rejected)
+        return records + rejected
+
+    async def _is_new(self, question: str, key: str) -> bool:
+        threshold = self.options.near_duplicate_threshold  # type: ignore[attr-defined]
+        if self.neardup is None or threshold is None:
+            return True
+        return await self.neardup.add_if_new("riddles", question, key=key, threshold=threshold)
+
+
+def riddle_key(question: str) -> str:
+    return "riddle:" + hashlib.sha256(normalise_question(question).encode()).hexdigest()[:32]
+
+
+async def verify_riddle(question: str, answer: str, solver: Any, judge: Any) -> dict[str, Any]:
+    """Meta saying whether a blind solver's answer agrees with the riddle's (`verified`), and why."""
+    try:
+        solved = (await solver.chat([{"role": "user", "content": SOLVER_PROMPT.format(question=question)}])).text
+        solved = solved.strip()
+        verdict = (await judge.chat([{"role": "user", "content": JUDGE_PROMPT.format(
+            question=question, answer=answer, solved=solved)}], schema=load_schema("riddle_verdict"),
+            schema_name="riddle_verdict")).data
+    except OutputRejected as exc:  # no usable blind answer or verdict: not verified
+        return {"verified": False, "solver_answer": None, "judge_reason": f"verification failed: {exc.reason}"}
+    return {"verified": bool(verdict["agree"]), "solver_answer": solved, "judge_reason": verdict["reason"]}

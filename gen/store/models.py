@@ -107,3 +107,45 @@ class Record(SQLModel, table=True):
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     call_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class NearDupSignature(SQLModel, table=True):
+    """A MinHash signature of one generated text (gen.neardup), per job and scope (e.g. riddles, coding:python)."""
+
+    __tablename__ = "neardup_signatures"
+    __table_args__ = (UniqueConstraint("job_id", "scope", "item_key"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", max_length=32)
+    scope: str = Field(max_length=100)
+    item_key: str = Field(max_length=200)
+    signature: list[int] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class NearDupBand(SQLModel, table=True):
+    """One LSH band of a signature. Unique per (job, scope, band, hash): the first text to insert a band owns it,
+    and whoever inserts a colliding band later sees the collision and compares signatures."""
+
+    __tablename__ = "neardup_bands"
+    __table_args__ = (UniqueConstraint("job_id", "scope", "band", "band_hash"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", max_length=32)
+    scope: str = Field(max_length=100)
+    band: int
+    band_hash: str = Field(max_length=40)
+    item_key: str = Field(max_length=200)
+
+
+class NearDuplicate(SQLModel, table=True):
+    """A generated text dropped as a near-duplicate of an earlier one: what `gen status` counts."""
+
+    __tablename__ = "near_duplicates"
+    __table_args__ = (UniqueConstraint("job_id", "scope", "item_key"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", max_length=32)
+    scope: str = Field(max_length=100)
+    item_key: str = Field(max_length=200)
+    duplicate_of: str = Field(max_length=200)
+    similarity: float = 0.0
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

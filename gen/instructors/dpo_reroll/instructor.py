@@ -1,0 +1,186 @@
+"""`dpo_reroll`: preference pairs from conversations that already exist.
+
+For each source conversation (an earlier job's records, or a JSONL file), the final assistant turn (or every
+one, `turns: every`) is answered again by the `reroll` teacher under a stronger instruction (longer, more
+detailed, more creative, less cliched). The original and the reroll then make a pair, once a winner is chosen
+(`choose`): the reroll (as bagel did), the judge's verdict given twice with the answers swapped, or the longer
+answer by a margin. Near-identical answers never make a pair. A pair is a record of kind "pair" keyed by
+uuid5 of its context, so a rerun never stores one twice; a dropped pair is kept as a rejected record with
+the reason, for review (`gen export JOB --rejected --meta`).
+
+The reroll instruction is used only to elicit the reroll: the pair's prompt is the source context as it was.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from gen.config import JobSpec
+from gen.errors import JobFileError, OutputRejected
+from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput, _describe
+from gen.instructors.dpo_reroll.choosing import (DEFAULT_JUDGE_CRITERIA, Decision, by_judge, by_length,
+                                                 rejected_with, similarity)
+from gen.sources import read_conversation_file, read_job_conversations
+from gen.types import Message, NewRecord
+
+log = logging.getLogger("gen.instructors.dpo_reroll")
+
+PAIR_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://gen.dev/instructors/dpo_reroll")
+
+DEFAULT_REROLL_INSTRUCTION = (
+    "Answer the user's last message again, and better than a typical answer would: longer and more detailed, "
+    "more creative and vivid, and still accurate. Avoid cliches, stock phrases, filler and disclaimers, and do "
+    "not mention these instructions.")
+
+
+class DpoRerollOptions(InstructorOptions):
+    source_job: str | None = Field(default=None, description="An earlier job (id or name) whose conversations are rerolled.")
+    source_file: str | None = Field(default=None, description="A JSONL file of ShareGPT or OpenAI-messages conversations, "
+                                    "relative to the job file.")
+    turns: Literal["last", "every"] = Field(default="last", description="Reroll the final assistant turn, or every "
+                                            "assistant turn (each in its own context, each its own pair).")
+    reroll_instruction: str = Field(default=DEFAULT_REROLL_INSTRUCTION, min_length=1,
+                                    description="What the reroll teacher is asked for on top of the conversation.")
+    reroll_instruction_in: Literal["system", "user"] = Field(
+        default="system", description="system: appended to the system message (one is added if there is none); "
+        "user: prepended to the last user turn.")
+    choose: Literal["reroll", "judge", "length"] = Field(default="reroll", description="How the chosen answer is picked.")
+    min_length_margin: float = Field(default=0.2, ge=0, description="choose: length: the longer answer must be this "
+                                     "much longer (0.2 = 20%), or the pair is dropped.")
+    max_similarity: float = Field(default=0.9, gt=0, le=1, description="Answers at least this similar (difflib "
+                                  "ratio of normalised words) never make a pair.")
+    judge_criteria: str = Field(default=DEFAULT_JUDGE_CRITERIA, min_length=1, description="choose: judge: what the "
+                                "judge weighs.")
+    count: int | None = Field(default=None, gt=0, description="At most this many pairs are planned.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DpoRerollOptions":
+        if bool(self.source_job) == bool(self.source_file):
+            raise ValueError("give exactly one of `source_job` or `source_file`")
+        return self
+
+
+def pair_key(context: list[Message]) -> str:
+    """uuid5 of the context (system, user and earlier turns) the answers reply to."""
+    return str(uuid.uuid5(PAIR_NAMESPACE, json.dumps(context, sort_keys=True, ensure_ascii=False)))
+
+
+def reroll_messages(context: list[Message], instruction: str, where: str) -> list[Message]:
+    """The context as the reroll teacher sees it, with the instruction added (`where`: system | user)."""
+    messages = [dict(m) for m in context]
+    if where == "user":
+        messages[-1]["content"] = f"{instruction}\n\n{messages[-1]['content']}"
+    elif messages[0]["role"] == "system":
+        messages[0]["content"] = f"{messages[0]['content']}\n\n{instruction}"
+    else:
+        messages.insert(0, {"role": "system", "content": instruction})
+    return messages  # type: ignore[return-value]
+
+
+class DpoRerollInstructor(Instructor):
+    name = "dpo_reroll"
+    summary = ("Preference pairs: reroll existing conversations' answers with a stronger prompt; the reroll, "
+               "a judge (asked twice, order swapped) or length picks the winner. Teacher judge with choose: judge.")
+    Options = DpoRerollOptions
+    teacher_roles = ("reroll", "judge")
+
+    @classmethod
+    def from_job(cls, job: JobSpec) -> "DpoRerollInstructor":
+        """Options as usual; `reroll` is always needed, `judge` only with choose: judge."""
+        try:
+            options = cls.Options.model_validate(job.instructor)
+        except ValidationError as exc:
+            raise JobFileError(job.source, [_describe(e) for e in exc.errors()]) from None
+        needed = ["reroll"] + (["judge"] if options.choose == "judge" else [])
+        for role in needed:
+            if role not in job.teachers:
+                why = " (choose: judge)" if role == "judge" else ""
+                raise JobFileError(job.source, [f"teachers: instructor '{cls.name}' needs a teacher named '{role}'"
+                                                f"{why} (it uses: {', '.join(needed)})"])
+        return cls(options, job)
+
+    # planning ---------------------------------------------------------------------------------------------
+    def plan(self) -> Iterator[PlannedUnit]:
+        """A unit per (source, assistant turn to reroll), keyed by uuid5 of its context; a context seen before
+        is planned once. A source file's bad lines become units of their own that settle as rejected with the
+        reason (no call made), so `gen status` and the database keep them."""
+        opts: DpoRerollOptions = self.options  # type: ignore[assignment]
+        if opts.source_job:
+            sources, bad_lines = read_job_conversations(opts.source_job, label=self.job.source), []
+        else:
+            read = read_conversation_file(self.job.resolve_path(opts.source_file or ""), shown_as=opts.source_file
+                                          or "", label=self.job.source)
+            sources, bad_lines = read.conversations, read.bad_lines
+        seen: set[str] = set()
+        repeated = 0
+        for source in sources:
+            conversation = source.conversation
+            turns = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
+            for index in turns if opts.turns == "every" else turns[-1:]:
+                context = conversation[:index]
+                key = pair_key(context)
+                if key in seen:
+                    repeated += 1
+                    continue
+                if opts.count and len(seen) >= opts.count:
+                    break
+                seen.add(key)
+                yield PlannedUnit(key=key, payload={"context": context, "original": conversation[index],
+                                                    "original_by": source.author,
+                                                    "source": {**source.link, "turn": index}})
+        if repeated:
+            log.warning("dpo_reroll: %d source turns repeat a context already planned; each context is "
+                        "rerolled once", repeated)
+        for bad in bad_lines:
+            yield PlannedUnit(key=f"skipped-line-{bad.line:07d}", payload={"skipped": {
+                "file": bad.file, "line": bad.line, "reason": bad.reason}})
+
+    # one pair ---------------------------------------------------------------------------------------------
+    async def run(self, unit: UnitInput, teachers: Mapping[str, Any]) -> list[NewRecord]:
+        opts: DpoRerollOptions = self.options  # type: ignore[assignment]
+        p = unit.payload
+        if "skipped" in p:
+            s = p["skipped"]
+            raise OutputRejected(f"source {s['file']} line {s['line']} skipped: {s['reason']}")
+        context: list[Message] = p["context"]
+        original: Message = {"role": "assistant", "content": p["original"]["content"]}
+        teacher = teachers["reroll"]
+        reply = await teacher.chat(reroll_messages(context, opts.reroll_instruction, opts.reroll_instruction_in))
+        reroll: Message = {"role": "assistant", "content": reply.text.strip()}
+        authors = {"original": {"by": "original", **(p.get("original_by") or {})},
+                   "reroll": {"by": "reroll", "teacher": teacher.name, "model": teacher.model}}
+        answers = {"original": original, "reroll": reroll}
+        similar = similarity(original["content"], reroll["content"], opts.max_similarity)
+        meta = {"prompt": context, "choose": opts.choose, "source": p["source"], "similarity": similar}
+
+        def dropped(reason: str, verdicts: list[dict[str, Any]]) -> OutputRejected:
+            review = NewRecord(key=unit.key, conversation=[*context, reroll], meta={
+                **meta, "original": original, "reroll": reroll, "original_teacher": authors["original"],
+                "reroll_teacher": authors["reroll"], "verdicts": verdicts})
+            return OutputRejected(reason, records=[review])
+
+        if similar >= opts.max_similarity:
+            raise dropped(f"the reroll is nearly identical to the original (similarity {similar:.2f} >= "
+                          f"{opts.max_similarity})", [])
+        if opts.choose == "reroll":
+            decision = Decision("reroll")
+        elif opts.choose == "length":
+            decision = by_length(original["content"], reroll["content"], opts.min_length_margin)
+        else:
+            try:
+                decision = await by_judge(teachers["judge"], context, {k: v["content"] for k, v in answers.items()},
+                                          opts.judge_criteria)
+            except OutputRejected as exc:
+                raise rejected_with(dropped("judge", []).records, exc, "judge") from None
+        if decision.winner is None:
+            raise dropped(decision.reason or "no winner", decision.verdicts)
+        loser = "original" if decision.winner == "reroll" else "reroll"
+        return [NewRecord(key=unit.key, kind="pair", conversation=[*context, answers[decision.winner]], meta={
+            **meta, "chosen": answers[decision.winner], "rejected": answers[loser],
+            "chosen_teacher": authors[decision.winner], "rejected_teacher": authors[loser],
+            "verdicts": decision.verdicts})]

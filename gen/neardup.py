@@ -1,0 +1,233 @@
+"""Near-duplicate detection across a whole job and every worker: MinHash signatures, LSH bands in the database.
+
+Each text gets a MinHash signature (datasketch, character 3-grams of its normalised form) cut into `b` bands of
+`r` values, `b` and `r` chosen for the threshold as datasketch's MinHashLSH chooses them. A job's index lives in
+two tables (gen.store.models): signatures, unique per (job, scope, item key), and bands, unique per
+(job, scope, band, band hash). Adding a text is one transaction that inserts first and looks second:
+
+1. insert its signature (an item key already there is the same text again: a rerun replaying, or an exact
+   duplicate that the record key drops; it counts as new here);
+2. insert its bands, in band order, ON CONFLICT DO NOTHING;
+3. a band that was already there is a collision: read the owners' signatures; if the estimated Jaccard with
+   one of them reaches the threshold, roll back (nothing of this text stays in the index) and record the text
+   in `near_duplicates` (what `gen status` counts); otherwise commit.
+
+Two workers adding near-duplicates at the same moment cannot both win. They share at least one band, and both
+insert bands in ascending order, so they meet first on the lowest shared band: the unique index makes the
+second wait there until the first commits (PostgreSQL) or holds the write lock (SQLite), and the second then
+finds the collision and compares. The first never saw the second's bands, so exactly one of them is kept.
+
+A band collision with a text that is not similar enough (an LSH false positive) keeps the newcomer, whose
+colliding bands stay owned by the first text: the index then misses nothing for the first, and may miss a few
+later near-duplicates of the second.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from gen.store.models import NearDupBand, NearDupSignature, NearDuplicate, utcnow
+
+NUM_PERM = 128
+SHINGLE = 3
+DEFAULT_THRESHOLD = 0.8
+
+
+def normalise(text: str) -> str:
+    """Lower case, punctuation dropped, spaces collapsed."""
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
+
+
+def text_key(text: str) -> str:
+    """The default item key: a hash of the normalised text."""
+    return hashlib.sha256(normalise(text).encode()).hexdigest()[:32]
+
+
+def shingles(text: str, size: int = SHINGLE) -> set[str]:
+    norm = normalise(text)
+    if len(norm) <= size:
+        return {norm}
+    return {norm[i:i + size] for i in range(len(norm) - size + 1)}
+
+
+def signature(text: str, num_perm: int = NUM_PERM) -> list[int]:
+    """The MinHash signature of the text's shingles (deterministic: fixed seed, sha1-based hashing)."""
+    from datasketch import MinHash  # imported when first needed: it brings numpy and scipy
+
+    mh = MinHash(num_perm=num_perm, seed=1)
+    mh.update_batch([s.encode("utf-8") for s in sorted(shingles(text))])
+    return [int(v) for v in mh.hashvalues]
+
+
+def estimated_jaccard(a: list[int], b: list[int]) -> float:
+    if len(a) != len(b) or not a:
+        return 0.0
+    return sum(1 for x, y in zip(a, b) if x == y) / len(a)
+
+
+def _integrate(f, low: float, high: float, steps: int = 64) -> float:
+    """Simpson's rule: enough precision to rank band layouts."""
+    if high <= low:
+        return 0.0
+    h = (high - low) / steps
+    total = f(low) + f(high)
+    for i in range(1, steps):
+        total += (4 if i % 2 else 2) * f(low + i * h)
+    return total * h / 3
+
+
+@lru_cache(maxsize=32)
+def lsh_bands(threshold: float, num_perm: int = NUM_PERM) -> tuple[int, int]:
+    """(bands, rows per band) minimising false positives + false negatives around `threshold`, the rule of
+    datasketch's MinHashLSH (equal weights)."""
+    best, best_error = (1, num_perm), float("inf")
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = _integrate(lambda s: 1 - (1 - s ** r) ** b, 0.0, threshold)
+            fn = _integrate(lambda s: 1 - (1 - (1 - s ** r) ** b), threshold, 1.0)
+            if fp + fn < best_error:
+                best, best_error = (b, r), fp + fn
+    return best
+
+
+def band_hashes(sig: list[int], bands: int, rows: int) -> list[tuple[int, str]]:
+    """(band index, hash of its rows) for each band; the layout is part of the hash, so layouts never mix."""
+    out = []
+    for band in range(bands):
+        values = sig[band * rows:(band + 1) * rows]
+        digest = hashlib.sha1(struct.pack(f"<3I{len(values)}Q", band, rows, len(sig), *values)).hexdigest()
+        out.append((band, digest[:32]))
+    return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    new: bool
+    duplicate_of: str | None = None
+    similarity: float = 0.0
+
+
+class _NearDuplicateFound(Exception):
+    def __init__(self, owner: str, similarity: float):
+        self.owner, self.similarity = owner, similarity
+
+
+class NearDupIndex:
+    """A job's near-duplicate index in the database, shared by every worker of the job.
+
+    `await index.add_if_new(scope, text)` adds the text and returns True, or returns False (and records it as
+    a near-duplicate) when the index already has a text of that scope whose estimated Jaccard similarity with
+    it reaches `threshold`. The threshold of a scope should stay the same for the whole job (it is an
+    instructor option, so it does).
+    """
+
+    def __init__(self, store: Any, job_id: str):
+        self.store = store
+        self.job_id = job_id
+        self._tables_ready = False
+
+    async def add_if_new(self, scope: str, text: str, *, key: str | None = None,
+                         threshold: float = DEFAULT_THRESHOLD) -> bool:
+        loop = asyncio.get_running_loop()
+        verdict = await loop.run_in_executor(self.store.executor, lambda: self.check_and_add(
+            scope, text, key=key, threshold=threshold))
+        return verdict.new
+
+    def add_if_new_sync(self, scope: str, text: str, *, key: str | None = None,
+                        threshold: float = DEFAULT_THRESHOLD) -> bool:
+        return self.check_and_add(scope, text, key=key, threshold=threshold).new
+
+    def check_and_add(self, scope: str, text: str, *, key: str | None = None,
+                      threshold: float = DEFAULT_THRESHOLD) -> Verdict:
+        """The whole check in one transaction (see the module's docstring); blocking."""
+        if not 0 < threshold <= 1:
+            raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
+        self._ensure_tables()
+        key = key or text_key(text)
+        sig = signature(text)
+        bands = band_hashes(sig, *lsh_bands(round(threshold, 4)))
+        try:
+            with self.store.engine.begin() as conn:
+                if not self._insert_signature(conn, scope, key, sig):
+                    return Verdict(True)  # this very item is indexed already (a rerun, or an exact duplicate)
+                self._insert_bands_or_raise(conn, scope, key, sig, bands, threshold)
+        except _NearDuplicateFound as found:  # the transaction was rolled back: nothing of this text stays
+            self._record_duplicate(scope, key, text, found.owner, found.similarity)
+            return Verdict(False, found.owner, found.similarity)
+        return Verdict(True)
+
+    def near_duplicates(self, scope: str | None = None) -> list[NearDuplicate]:
+        with self.store.session() as s:
+            q = select(NearDuplicate).where(NearDuplicate.job_id == self.job_id)
+            if scope is not None:
+                q = q.where(NearDuplicate.scope == scope)
+            return list(s.execute(q.order_by(NearDuplicate.id)).scalars())
+
+    # --------------------------------------------------------------------------------------------------
+    def _insert(self, table):
+        return (postgresql.insert if self.store.dialect == "postgresql" else sqlite.insert)(table)
+
+    def _insert_signature(self, conn, scope: str, key: str, sig: list[int]) -> bool:
+        table = NearDupSignature.__table__
+        statement = self._insert(table).values(job_id=self.job_id, scope=scope, item_key=key, signature=sig,
+                                                created_at=utcnow()) \
+            .on_conflict_do_nothing(index_elements=["job_id", "scope", "item_key"]).returning(table.c.id)
+        return conn.execute(statement).first() is not None
+
+    def _insert_bands_or_raise(self, conn, scope: str, key: str, sig: list[int], bands: list[tuple[int, str]],
+                               threshold: float) -> None:
+        table = NearDupBand.__table__
+        rows = [{"job_id": self.job_id, "scope": scope, "band": band, "band_hash": digest, "item_key": key}
+                for band, digest in bands]  # ascending band order: see the module's docstring
+        statement = self._insert(table).values(rows) \
+            .on_conflict_do_nothing(index_elements=["job_id", "scope", "band", "band_hash"]) \
+            .returning(table.c.band)
+        inserted = {row[0] for row in conn.execute(statement)}
+        colliding = {digest for band, digest in bands if band not in inserted}
+        if not colliding:
+            return
+        owners = {row[0] for row in conn.execute(
+            select(table.c.item_key).where(table.c.job_id == self.job_id, table.c.scope == scope,
+                                           table.c.band_hash.in_(sorted(colliding))))} - {key}
+        if not owners:
+            return
+        sigs = NearDupSignature.__table__
+        best: tuple[float, str] = (0.0, "")
+        for owner, owner_sig in conn.execute(
+                select(sigs.c.item_key, sigs.c.signature).where(sigs.c.job_id == self.job_id, sigs.c.scope == scope,
+                                                                 sigs.c.item_key.in_(sorted(owners)))):
+            best = max(best, (estimated_jaccard(sig, list(owner_sig)), owner))
+        if best[0] >= threshold:
+            raise _NearDuplicateFound(best[1], best[0])  # leaving the `begin()` block rolls everything back
+
+    def _record_duplicate(self, scope: str, key: str, text: str, owner: str, similarity: float) -> None:
+        table = NearDuplicate.__table__
+        statement = self._insert(table).values(
+            job_id=self.job_id, scope=scope, item_key=key, duplicate_of=owner, similarity=round(similarity, 4),
+            text=text, created_at=utcnow()).on_conflict_do_nothing(index_elements=["job_id", "scope", "item_key"])
+        with self.store.engine.begin() as conn:
+            conn.execute(statement)  # once per item: a rerun that drops it again counts nothing more
+
+    def _ensure_tables(self) -> None:
+        """New databases get these tables with the rest; one made before them gets them here, once."""
+        if self._tables_ready:
+            return
+        for model in (NearDupSignature, NearDupBand, NearDuplicate):
+            try:
+                model.__table__.create(self.store.engine, checkfirst=True)
+            except (IntegrityError, OperationalError, ProgrammingError):
+                pass  # another worker created it at the same moment
+        self._tables_ready = True
+
+
+__all__ = ["NearDupIndex", "Verdict", "signature", "estimated_jaccard", "lsh_bands", "normalise", "text_key",
+           "DEFAULT_THRESHOLD"]

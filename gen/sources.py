@@ -1,0 +1,172 @@
+"""Source conversations for instructors that build on existing ones (dpo_reroll): an earlier job's records,
+or a JSONL file in ShareGPT (`{"conversations": [{"from", "value"}]}`) or OpenAI-messages
+(`{"messages": [{"role", "content"}]}`) form.
+
+Read at plan time only (never inside a unit), so opening the store here does not tie instructors to it.
+Every conversation comes with a link to where it came from; a file's bad lines are returned (and logged,
+one warning each) with their line numbers, never dropped silently.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gen.conversation import conversation_problem
+from gen.errors import JobFileError, UnknownJobError
+from gen.types import Message
+
+log = logging.getLogger("gen.sources")
+
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                  "assistant": "assistant", "chatgpt": "assistant", "model": "assistant"}
+
+
+@dataclass(frozen=True)
+class SourceConversation:
+    conversation: list[Message]
+    link: dict[str, Any]          # {"job_id", "job_name", "record_id", "record_key"} or {"file", "line"}
+    author: dict[str, Any] = field(default_factory=dict)  # teacher/model of its answers, when known
+
+
+@dataclass(frozen=True)
+class BadLine:
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file} line {self.line}: {self.reason}"
+
+
+@dataclass
+class SourceFile:
+    conversations: list[SourceConversation]
+    bad_lines: list[BadLine]
+
+
+# an earlier job ------------------------------------------------------------------------------------------
+def read_job_conversations(ref: str, *, label: str, database_url: str | None = None,
+                           option: str = "instructor.source_job") -> list[SourceConversation]:
+    """The conversation records of the job `ref` (id, or name: the newest job of that name), in id order."""
+    from gen.config import load_settings
+    from gen.store import Store, UnitState
+    from gen.store.db import redact
+
+    url = database_url or load_settings().database_url
+    missing = _missing_sqlite_file(url)
+    if missing:
+        raise JobFileError(label, [f"{option}: no gen database at {missing} to read job '{ref}' from "
+                                   "(run that job first, or set GEN_DATABASE_URL)"])
+    store = Store(url)
+    try:
+        try:
+            job = store.find_job(ref)
+        except UnknownJobError:
+            raise JobFileError(label, [f"{option}: no job with id or name '{ref}' in {redact(url)} "
+                                       "(see `gen jobs`)"]) from None
+        found = [SourceConversation(
+            conversation=[{"role": m["role"], "content": m["content"]} for m in record.conversation],
+            link={"job_id": job.id, "job_name": job.name, "record_id": record.id, "record_key": record.key},
+            author={"job": job.name, "instructor": job.instructor, "teacher": record.meta.get("teacher"),
+                    "model": record.meta.get("model")},
+        ) for record in store.iter_records(job.id, kind="conversation")]
+        unfinished = sum(n for state, n in store.stats(job.id).units.items() if state not in UnitState.FINISHED)
+    finally:
+        store.close()
+    if not found:
+        raise JobFileError(label, [f"{option}: job '{ref}' ({job.id}, {job.instructor}) has no conversation "
+                                   "records to read"])
+    if unfinished:
+        log.warning("%s: job '%s' (%s) still has %d unfinished units; using the %d conversations it has now",
+                    option, ref, job.id, unfinished, len(found))
+    return found
+
+
+def _missing_sqlite_file(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None  # the store reports an unusable URL itself
+    path = parsed.database
+    if parsed.get_backend_name() == "sqlite" and path and path != ":memory:" and not Path(path).exists():
+        return path
+    return None
+
+
+# a JSONL file --------------------------------------------------------------------------------------------
+def read_conversation_file(path: Path, *, shown_as: str, label: str,
+                           option: str = "instructor.source_file") -> SourceFile:
+    """Every well-formed line of a JSONL file; each bad line is logged and returned with its number and reason.
+
+    A file with no good line at all is a JobFileError (naming the first bad line when there is one)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise JobFileError(label, [f"{option}: cannot read {path} ({exc.strerror or type(exc).__name__})"]) from None
+    except UnicodeDecodeError:
+        raise JobFileError(label, [f"{option}: {path} is not UTF-8 text"]) from None
+    good: list[SourceConversation] = []
+    bad: list[BadLine] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            conversation = conversation_from_row(row)
+        except ValueError as exc:
+            problem = BadLine(shown_as, number, str(exc) if not isinstance(exc, json.JSONDecodeError)
+                              else f"not valid JSON ({exc.msg})")
+            log.warning("%s: %s (line skipped)", option, problem)
+            bad.append(problem)
+            continue
+        model = row.get("model") if isinstance(row.get("model"), str) else None
+        good.append(SourceConversation(conversation, {"file": shown_as, "line": number},
+                                       {"file": shown_as, "model": model}))
+    if not good:
+        why = f": {bad[0]}" + (f" (and {len(bad) - 1} more bad lines)" if len(bad) > 1 else "") if bad else \
+            f": {shown_as} has no lines"
+        raise JobFileError(label, [f"{option}: no usable conversation{why}"])
+    return SourceFile(good, bad)
+
+
+def conversation_from_row(row: Any) -> list[Message]:
+    """One JSONL row as a conversation; ValueError says what is wrong with it."""
+    if not isinstance(row, dict):
+        raise ValueError("a line must be a JSON object with `conversations` (ShareGPT) or `messages`")
+    if isinstance(row.get("conversations"), list):
+        conversation = [_sharegpt_turn(i, turn) for i, turn in enumerate(row["conversations"])]
+        system = row.get("system")
+        if isinstance(system, str) and system.strip() and (not conversation or conversation[0]["role"] != "system"):
+            conversation.insert(0, {"role": "system", "content": system})
+    elif isinstance(row.get("messages"), list):
+        conversation = [_openai_message(i, msg) for i, msg in enumerate(row["messages"])]
+    else:
+        raise ValueError("no `conversations` (ShareGPT) or `messages` (OpenAI) list")
+    problem = conversation_problem(conversation)
+    if problem:
+        raise ValueError(problem)
+    return conversation
+
+
+def _sharegpt_turn(i: int, turn: Any) -> Message:
+    if not isinstance(turn, dict) or not isinstance(turn.get("from"), str) or not isinstance(turn.get("value"), str):
+        raise ValueError(f"conversations[{i}]: must be {{from, value}} with string values")
+    role = SHAREGPT_ROLES.get(turn["from"].lower())
+    if role is None:
+        raise ValueError(f"conversations[{i}]: unsupported speaker '{turn['from']}' "
+                         "(system, human/user, gpt/assistant)")
+    return {"role": role, "content": turn["value"]}  # type: ignore[typeddict-item]
+
+
+def _openai_message(i: int, msg: Any) -> Message:
+    if not isinstance(msg, dict) or not isinstance(msg.get("role"), str) or not isinstance(msg.get("content"), str):
+        raise ValueError(f"messages[{i}]: must be {{role, content}} with string content")
+    if msg["role"] not in ("system", "user", "assistant"):
+        raise ValueError(f"messages[{i}]: unsupported role '{msg['role']}' (system, user, assistant)")
+    return {"role": msg["role"], "content": msg["content"]}  # type: ignore[typeddict-item]

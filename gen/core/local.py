@@ -65,6 +65,9 @@ async def run_job_locally(store: Store, job_id: str, spec: JobSpec, instructor: 
         await asyncio.gather(*tasks, ticker, return_exceptions=True)
         await close_teachers(teachers)
         progress.close()
+        # A unit interrupted while its claim was in flight is still marked running: this driver was its only
+        # runner, so it goes back to pending now rather than at the next run.
+        store.release_running(job_id)
     if outcome.stopped_for:
         store.set_job_status(job_id, "stopped", outcome.stopped_for)
     elif not store.runnable_unit_ids(job_id, max_attempts=spec.run.unit_attempts):

@@ -220,6 +220,8 @@ class Store:
         Returns (inserted, duplicates): a record whose key the job already has is a duplicate and is dropped.
         """
         table = Record.__table__
+        if records and self.dialect == "postgresql":
+            return self._finish_in_one_statement(job_id, unit_id, records, call_ids, state, error, raw)
         with self.engine.begin() as conn:
             inserted = 0
             if records:
@@ -239,6 +241,27 @@ class Store:
                 state=state, last_error=error, raw_output=raw, duplicates=duplicates, finished_at=utcnow(),
                 lease_until=None))
         return inserted, duplicates
+
+    def _finish_in_one_statement(self, job_id: str, unit_id: int, records: list[NewRecord], call_ids: list[int],
+                                 state: str, error: str | None, raw: str | None) -> tuple[int, int]:
+        """PostgreSQL: the records' INSERT as a data-modifying CTE of the unit's UPDATE: one atomic statement,
+        one round trip, no BEGIN/COMMIT."""
+        table, units = Record.__table__, Unit.__table__
+        now = utcnow()
+        first: dict[str, NewRecord] = {}
+        for r in records:
+            first.setdefault(r.key, r)
+        rows = [{"job_id": job_id, "unit_id": unit_id, "key": r.key, "kind": r.kind, "conversation": r.conversation,
+                 "meta": r.meta, "call_ids": call_ids, "created_at": now} for r in first.values()]
+        inserted = postgresql.insert(table).values(rows).on_conflict_do_nothing(
+            index_elements=["job_id", "key"]).returning(table.c.id).cte("inserted")
+        new_rows = select(func.count()).select_from(inserted).scalar_subquery()
+        statement = update(units).where(units.c.id == unit_id).values(
+            state=state, last_error=error, raw_output=raw, duplicates=len(records) - new_rows, finished_at=now,
+            lease_until=None).returning(units.c.duplicates).add_cte(inserted)
+        with self.autocommit.connect() as conn:
+            duplicates = conn.execute(statement).scalar_one()
+        return len(records) - duplicates, duplicates
 
     def get_unit(self, unit_id: int) -> Unit | None:
         with self.session() as s:

@@ -5,6 +5,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -62,6 +63,8 @@ def cli(ctx: click.Context, db_url: str | None, verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx.ensure_object(dict)
+    if db_url:
+        os.environ["GEN_DATABASE_URL"] = db_url  # instructors that read an earlier job at plan time look here
     ctx.obj["db"] = db_url or load_settings().database_url
 
 

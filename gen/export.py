@@ -1,5 +1,8 @@
 """`gen export`: stream a job's records into the JSONL shapes trainers read, each line schema-checked.
 
+Conversation formats (sharegpt, messages, alpaca) read records of kind "conversation"; DPO formats (dpo-trl,
+dpo-axolotl, dpo-chatml-intel) read preference pairs, records of kind "pair" (dpo_reroll).
+
 The file is written beside its destination and renamed into place at the end, so a refused or interrupted
 export never leaves half a file where a trainer would read it.
 """
@@ -123,12 +126,15 @@ def check_record_kinds(store: Store, job_id: str, fmt: str, rejected: bool) -> N
             raise UsageError(f"format '{fmt}' exports pairs with a winner; dropped pairs have none: review them "
                              f"with `gen export {job_id} --rejected --meta --format messages`")
         if not pairs:
-            has = (f"it has {conversations} conversation records: export them with --format sharegpt, messages "
-                   "or alpaca" if conversations else "it has no records yet")
             dropped = counts.get("rejected", 0)
-            kept = (f"; {dropped} dropped pairs are kept for review: `gen export {job_id} --rejected --meta`"
-                    if dropped else "")
-            raise UsageError(f"0 lines: job {job_id} has no pair records ({has}){kept}; DPO formats export "
+            if conversations:
+                has = (f"it has {conversations} conversation records: export them with --format sharegpt, "
+                       "messages or alpaca")
+            elif dropped:
+                has = f"{dropped} dropped pairs are kept for review: `gen export {job_id} --rejected --meta`"
+            else:
+                has = "it has no records yet"
+            raise UsageError(f"0 lines: job {job_id} has no pair records ({has}); DPO formats export "
                              "dpo_reroll jobs")
     elif pairs and not conversations and not rejected:
         raise UsageError(f"0 lines: job {job_id} has no conversation records, it has {pairs} preference pairs: "
@@ -186,7 +192,8 @@ def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filt
         sink = os.fdopen(fd, "w", encoding="utf-8")
     try:
         for record in store.iter_records(job_id, kind="rejected" if rejected else kind):
-            if refusal_filter is not None:
+            # A record may say refusals are its point (a guardrail system prompt obeyed): the filter spares it.
+            if refusal_filter is not None and not record.meta.get("refusals_expected"):
                 phrase = refusal_filter.match(record.conversation)
                 if phrase:
                     report.filtered += 1

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from click.testing import CliRunner
+
 from conftest import ROOT, gen_cmd, sim_job, write_job
+from gen.cli import cli
+from gen.config import read_job_file
+from gen.core.jobs import load_instructor
+from gen.errors import JobFileError
 from gen.export import line_validator
 from gen.store import Store, UnitState
 
@@ -28,10 +35,20 @@ def dpo_job(path, base_url: str, options: str, *, name: str = "pairs", judge: bo
     return write_job(path, text)
 
 
+def gen(*args: str):
+    """The real `gen` command, in this process (a subprocess per command costs seconds on this machine)."""
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
 def run_ok(job) -> str:
-    result = gen_cmd("run", str(job), "-q")
-    assert result.returncode == 0, result.stderr
+    result = gen("run", str(job), "-q")
+    assert result.exit_code == 0, result.stderr
     return result.stderr
+
+
+def plan(job) -> list:
+    """A job file's planned units, as `gen validate` and `gen run` make them (JobFileError when refused)."""
+    return list(load_instructor(read_job_file(job)).plan())
 
 
 def source_job(tmp_path, base_url: str, *, name: str = "src", follow_ups: bool = False) -> str:
@@ -52,8 +69,8 @@ def single(question: str, answer: str) -> dict:
 
 
 def export(job: str, fmt: str) -> list[dict]:
-    result = gen_cmd("export", job, "-o", f"{fmt}.jsonl", "--format", fmt)
-    assert result.returncode == 0, result.stderr
+    result = gen("export", job, "-o", f"{fmt}.jsonl", "--format", fmt)
+    assert result.exit_code == 0, result.stderr
     with open(f"{fmt}.jsonl", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     for row in rows:
@@ -88,6 +105,40 @@ def test_a_reroll_job_makes_one_pair_per_source_record_linked_to_it(tmp_path, si
     run_ok(job)
     after = s.stats(pairs_job.id)
     assert (after.records, after.calls, after.total_units) == (before.records, before.calls, 3)
+
+
+def test_export_formats_have_exactly_the_documented_fields_and_roles(tmp_path, sim):
+    source_job(tmp_path, sim.base_url)
+    run_ok(dpo_job(tmp_path / "j.yml", sim.base_url, "  source_job: src\n"))
+
+    rows = export("pairs", "dpo-trl")
+    assert len(rows) == 3
+    for row in rows:
+        assert list(row) == ["prompt", "chosen", "rejected"]
+        assert [m["role"] for m in row["prompt"]] == ["system", "user"] and row["prompt"][0]["content"] == SYSTEM
+        assert [m["role"] for m in row["chosen"]] == ["assistant"] == [m["role"] for m in row["rejected"]]
+        assert all(set(m) == {"role", "content"} for m in [*row["prompt"], *row["chosen"], *row["rejected"]])
+
+    rows = export("pairs", "dpo-axolotl")
+    assert len(rows) == 3
+    for row in rows:
+        assert list(row) == ["messages", "chosen", "rejected"]
+        assert [m["role"] for m in row["messages"]] == ["system", "user"]
+        assert row["chosen"]["role"] == row["rejected"]["role"] == "assistant"
+        assert set(row["chosen"]) == set(row["rejected"]) == {"role", "content"}
+
+    rows = export("pairs", "dpo-chatml-intel")
+    assert len(rows) == 3
+    for row in rows:
+        assert set(row) == {"system", "question", "chosen", "rejected"}
+        assert row["system"] == SYSTEM and all(isinstance(v, str) and v for v in row.values())
+
+    # Formats and record kinds that do not go together say so, and leave no file.
+    wrong = gen("export", "pairs", "-o", "conv.jsonl", "--format", "sharegpt")
+    assert wrong.exit_code == 2 and "no conversation records" in wrong.stderr and "dpo-trl" in wrong.stderr
+    wrong = gen("export", "src", "-o", "none.jsonl", "--format", "dpo-trl")
+    assert wrong.exit_code == 2 and "0 lines" in wrong.stderr and "no pair records" in wrong.stderr
+    assert not (tmp_path / "conv.jsonl").exists() and not (tmp_path / "none.jsonl").exists()
 
 
 def test_the_judge_sees_both_orders_and_a_pair_is_kept_only_when_both_verdicts_agree(tmp_path, sim):
@@ -139,10 +190,14 @@ def test_a_malformed_source_line_is_reported_with_its_number_and_the_rest_proces
         "",
         {"messages": [{"role": "user", "content": "No answer here"}]},
         single("Third question?", "Third answer."),
+        single("First question?", "The same question again, answered differently."),
     ])
-    stderr = run_ok(dpo_job(tmp_path / "j.yml", sim.base_url, "  source_file: chats.jsonl\n"))
+    result = gen_cmd("run", str(dpo_job(tmp_path / "j.yml", sim.base_url, "  source_file: chats.jsonl\n")), "-q")
+    assert result.returncode == 0, result.stderr
+    stderr = result.stderr  # a warning line each, at plan time
     assert "chats.jsonl line 2: not valid JSON" in stderr
     assert "chats.jsonl line 5: conversation must end with an assistant turn" in stderr
+    assert "1 source turns repeat a context already planned" in stderr  # line 7 asks line 1's question again
     s = store(tmp_path)
     job_id = s.find_job("pairs").id
     pairs = list(s.iter_records(job_id, kind="pair"))
@@ -152,66 +207,38 @@ def test_a_malformed_source_line_is_reported_with_its_number_and_the_rest_proces
     assert set(skipped) == {"skipped-line-0000002", "skipped-line-0000005"}
     assert skipped["skipped-line-0000002"].payload["skipped"]["line"] == 2
     assert "line 2 skipped: not valid JSON" in skipped["skipped-line-0000002"].last_error
-    status = gen_cmd("status", "pairs")
+    status = gen("status", "pairs")
     assert "line 5 skipped" in status.stdout
     # A file with no usable line at all is refused before anything is written.
     write_jsonl(tmp_path / "bad.jsonl", ["not json", {"messages": []}])
-    result = gen_cmd("validate", str(dpo_job(tmp_path / "bad.yml", sim.base_url, "  source_file: bad.jsonl\n")))
-    assert result.returncode == 2 and "instructor.source_file: no usable conversation: bad.jsonl line 1" in result.stderr
+    with pytest.raises(JobFileError, match="instructor.source_file: no usable conversation: bad.jsonl line 1"):
+        plan(dpo_job(tmp_path / "bad.yml", sim.base_url, "  source_file: bad.jsonl\n"))
 
 
 def test_length_and_similarity_policies(tmp_path, sim):
     cases = {  # question -> (original, reroll)
         "Q-SAME": ("The answer is a shadow.", "the answer is a SHADOW!"),
-        "Q-CLOSE": ("An answer of forty characters, give or take.", "An answer of forty-four characters, more or less."),
+        "Q-CLOSE": ("An answer of forty characters, give or take.",
+                    "An answer of forty-four characters, more or less."),
         "Q-LONGER": ("Short.", "A much longer answer that explains itself."),
         "Q-SHORTER": ("A long original answer with plenty of helpful detail in it.", "Brief."),
     }
     write_jsonl(tmp_path / "chats.jsonl", [single(q, orig) for q, (orig, _r) in cases.items()])
     sim.script([{"match": q, "answers": [reroll]} for q, (_o, reroll) in cases.items()])
-    run_ok(dpo_job(tmp_path / "j.yml", sim.base_url, "  source_file: chats.jsonl\n  choose: length\n"))
+    run_ok(dpo_job(tmp_path / "j.yml", sim.base_url, "  source_file: chats.jsonl\n  choose: length\n"
+                   f"  reroll_instruction_in: user\n  reroll_instruction: \"{INSTRUCTION}\"\n"))
     s = store(tmp_path)
     job_id = s.find_job("pairs").id
+    for call in s.calls_for_job(job_id):  # the instruction goes before the last user turn; no system is added
+        assert [m["role"] for m in call.messages] == ["user"]
+        assert call.messages[0]["content"].startswith(f"{INSTRUCTION}\n\nQ-")
     pairs = {p.meta["prompt"][0]["content"]: p.meta for p in s.iter_records(job_id, kind="pair")}
     assert set(pairs) == {"Q-LONGER", "Q-SHORTER"}
     assert pairs["Q-LONGER"]["chosen"]["content"].startswith("A much longer")
     assert pairs["Q-SHORTER"]["chosen"]["content"].startswith("A long original")
-    dropped = {r.meta["prompt"][0]["content"]: r.meta["rejected_because"] for r in s.iter_records(job_id, kind="rejected")}
+    dropped = {r.meta["prompt"][0]["content"]: r.meta["rejected_because"]
+               for r in s.iter_records(job_id, kind="rejected")}
     assert "nearly identical" in dropped["Q-SAME"] and "lengths too close" in dropped["Q-CLOSE"]
-
-
-def test_export_formats_have_exactly_the_documented_fields_and_roles(tmp_path, sim):
-    source_job(tmp_path, sim.base_url)
-    run_ok(dpo_job(tmp_path / "j.yml", sim.base_url, "  source_job: src\n"))
-
-    rows = export("pairs", "dpo-trl")
-    assert len(rows) == 3
-    for row in rows:
-        assert list(row) == ["prompt", "chosen", "rejected"]
-        assert [m["role"] for m in row["prompt"]] == ["system", "user"] and row["prompt"][0]["content"] == SYSTEM
-        assert [m["role"] for m in row["chosen"]] == ["assistant"] == [m["role"] for m in row["rejected"]]
-        assert all(set(m) == {"role", "content"} for m in [*row["prompt"], *row["chosen"], *row["rejected"]])
-
-    rows = export("pairs", "dpo-axolotl")
-    assert len(rows) == 3
-    for row in rows:
-        assert list(row) == ["messages", "chosen", "rejected"]
-        assert [m["role"] for m in row["messages"]] == ["system", "user"]
-        assert row["chosen"]["role"] == row["rejected"]["role"] == "assistant"
-        assert set(row["chosen"]) == set(row["rejected"]) == {"role", "content"}
-
-    rows = export("pairs", "dpo-chatml-intel")
-    assert len(rows) == 3
-    for row in rows:
-        assert set(row) == {"system", "question", "chosen", "rejected"}
-        assert row["system"] == SYSTEM and all(isinstance(v, str) and v for v in row.values())
-
-    # Formats and record kinds that do not go together say so, and leave no file.
-    wrong = gen_cmd("export", "pairs", "-o", "conv.jsonl", "--format", "sharegpt")
-    assert wrong.returncode == 2 and "no conversation records" in wrong.stderr and "dpo-trl" in wrong.stderr
-    wrong = gen_cmd("export", "src", "-o", "none.jsonl", "--format", "dpo-trl")
-    assert wrong.returncode == 2 and "0 lines" in wrong.stderr and "no pair records" in wrong.stderr
-    assert not (tmp_path / "conv.jsonl").exists() and not (tmp_path / "none.jsonl").exists()
 
 
 def test_every_turn_makes_its_own_pair_and_multi_turn_pairs_refuse_the_single_turn_format(tmp_path, sim):
@@ -225,36 +252,41 @@ def test_every_turn_makes_its_own_pair_and_multi_turn_pairs_refuse_the_single_tu
         source = next(r for r in s.iter_records(src) if r.id == pair.meta["source"]["record_id"])
         assert pair.meta["prompt"] == source.conversation[:pair.meta["source"]["turn"]]
 
-    refused = gen_cmd("export", "pairs", "-o", "intel.jsonl", "--format", "dpo-chatml-intel")
-    assert refused.returncode == 2 and "single-turn" in refused.stderr and "dpo-trl" in refused.stderr
+    refused = gen("export", "pairs", "-o", "intel.jsonl", "--format", "dpo-chatml-intel")
+    assert refused.exit_code == 2 and "single-turn" in refused.stderr and "dpo-trl" in refused.stderr
     assert not (tmp_path / "intel.jsonl").exists() and not list(tmp_path.glob(".intel.jsonl.*"))
     rows = export("pairs", "dpo-trl")
     assert sorted(len(r["prompt"]) for r in rows) == [2, 2, 2, 4, 4, 4]
 
 
 def test_job_file_errors_name_what_is_wrong(tmp_path, sim):
-    def validate(options: str, judge: bool = False):
-        return gen_cmd("validate", str(dpo_job(tmp_path / "v.yml", sim.base_url, options, judge=judge)))
+    def refused(options: str, judge: bool = False) -> str:
+        with pytest.raises(JobFileError) as caught:
+            plan(dpo_job(tmp_path / "v.yml", sim.base_url, options, judge=judge))
+        assert caught.value.exit_code == 2
+        return str(caught.value)
 
-    result = validate("  source_file: x.jsonl\n  choose: judge\n")
-    assert result.returncode == 2 and "needs a teacher named 'judge'" in result.stderr
-    result = validate("  source_job: a\n  source_file: b.jsonl\n")
-    assert result.returncode == 2 and "exactly one of `source_job` or `source_file`" in result.stderr
-    result = validate("  source_file: chats.jsonl\n  turns: first\n")
-    assert result.returncode == 2 and "instructor.turns" in result.stderr
+    assert "needs a teacher named 'judge' (choose: judge)" in refused("  source_file: x.jsonl\n  choose: judge\n")
+    assert "exactly one of `source_job` or `source_file`" in refused("  source_job: a\n  source_file: b.jsonl\n")
+    assert "instructor.turns" in refused("  source_file: chats.jsonl\n  turns: first\n")
+    assert "no gen database" in refused("  source_job: src\n")
+    assert not (tmp_path / "gen.db").exists()  # reading a source job never creates a database
+    assert "instructor.source_file: cannot read" in refused("  source_file: missing.jsonl\n")
     source_job(tmp_path, sim.base_url)
-    result = validate("  source_job: no-such-job\n")
-    assert result.returncode == 2 and "instructor.source_job: no job with id or name 'no-such-job'" in result.stderr
-    result = validate("  source_job: src\n")
-    assert result.returncode == 0 and "3 units" in result.stdout
+    assert "instructor.source_job: no job with id or name 'no-such-job'" in refused("  source_job: no-such-job\n")
+    assert len(plan(dpo_job(tmp_path / "ok.yml", sim.base_url, "  source_job: src\n  count: 2\n"))) == 2
 
 
-def test_the_worked_example_rerolls_the_riddles_example(tmp_path):
-    for example in ("riddles.yml", "dpo_reroll.yml"):
-        result = gen_cmd("run", str(ROOT / "instructors" / example), "--dry-run", "--sim-latency", "0.01", "-q")
-        assert result.returncode == 0, result.stderr
+def test_the_worked_example_rerolls_the_riddles_example(tmp_path, sim):
+    # A small stand-in for the riddles example's job (same name), then the worked example as written.
+    riddles = write_job(tmp_path / "r.yml", sim_job(sim.base_url, name="riddles-demo", instructor=(
+        "  type: riddles\n  count: 5\n  batch_size: 5\n")))
+    run_ok(riddles)
+    result = gen_cmd("run", str(ROOT / "instructors" / "dpo_reroll.yml"), "--dry-run", "--sim-latency", "0.01", "-q")
+    assert result.returncode == 0, result.stderr
     s = store(tmp_path)
-    riddles, pairs = s.find_job("riddles-demo"), s.find_job("dpo-reroll-demo")
-    assert s.record_counts(pairs.id).get("pair") == s.record_counts(riddles.id)["conversation"]
+    riddles_job, pairs_job = s.find_job("riddles-demo"), s.find_job("dpo-reroll-demo")
+    pairs = s.record_counts(pairs_job.id).get("pair")
+    assert pairs == s.record_counts(riddles_job.id)["conversation"]
     for fmt in ("dpo-trl", "dpo-axolotl", "dpo-chatml-intel"):
-        assert len(export("dpo-reroll-demo", fmt)) == s.record_counts(pairs.id)["pair"]
+        assert len(export("dpo-reroll-demo", fmt)) == pairs

@@ -94,3 +94,16 @@ def test_export_streams_in_batches(job_id, tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'gen.db'}")
     keys = [r.key for r in store.iter_records(job_id, batch=2)]
     assert len(keys) == len(set(keys)) == 5
+
+
+def test_the_filter_spares_records_whose_refusals_are_the_point(job_id, tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'gen.db'}")
+    unit = store.units(job_id)[2]
+    store.finish_unit_with_records(job_id, unit.id, [NewRecord("guardrail", [
+        {"role": "system", "content": "Never give medical dosages."},
+        {"role": "user", "content": "How much ibuprofen can I take?"},
+        {"role": "assistant", "content": "I'm sorry, but I can't give dosages: please ask a pharmacist."}],
+        meta={"refusals_expected": True})], [])
+    rows, err = export(job_id, "messages")
+    contents = [r["messages"][-1]["content"] for r in rows]
+    assert any("pharmacist" in c for c in contents) and "1 dropped" in err

@@ -39,9 +39,10 @@ DEFAULT_REROLL_INSTRUCTION = (
 
 
 class DpoRerollOptions(InstructorOptions):
-    source_job: str | None = Field(default=None, description="An earlier job (id or name) whose conversations are rerolled.")
-    source_file: str | None = Field(default=None, description="A JSONL file of ShareGPT or OpenAI-messages conversations, "
-                                    "relative to the job file.")
+    source_job: str | None = Field(default=None, description="An earlier job (id or name) whose conversations "
+                                   "are rerolled.")
+    source_file: str | None = Field(default=None, description="A JSONL file of ShareGPT or OpenAI-messages "
+                                    "conversations, relative to the job file.")
     turns: Literal["last", "every"] = Field(default="last", description="Reroll the final assistant turn, or every "
                                             "assistant turn (each in its own context, each its own pair).")
     reroll_instruction: str = Field(default=DEFAULT_REROLL_INSTRUCTION, min_length=1,
@@ -49,7 +50,8 @@ class DpoRerollOptions(InstructorOptions):
     reroll_instruction_in: Literal["system", "user"] = Field(
         default="system", description="system: appended to the system message (one is added if there is none); "
         "user: prepended to the last user turn.")
-    choose: Literal["reroll", "judge", "length"] = Field(default="reroll", description="How the chosen answer is picked.")
+    choose: Literal["reroll", "judge", "length"] = Field(default="reroll",
+                                                         description="How the chosen answer is picked.")
     min_length_margin: float = Field(default=0.2, ge=0, description="choose: length: the longer answer must be this "
                                      "much longer (0.2 = 20%), or the pair is dropped.")
     max_similarity: float = Field(default=0.9, gt=0, le=1, description="Answers at least this similar (difflib "
@@ -84,8 +86,8 @@ def reroll_messages(context: list[Message], instruction: str, where: str) -> lis
 
 class DpoRerollInstructor(Instructor):
     name = "dpo_reroll"
-    summary = ("Preference pairs: reroll existing conversations' answers with a stronger prompt; the reroll, "
-               "a judge (asked twice, order swapped) or length picks the winner. Teacher judge with choose: judge.")
+    summary = ("Preference pairs: existing answers rerolled under a stronger prompt; the reroll, a judge "
+               "(asked twice, order swapped; only with choose: judge) or length picks the winner.")
     Options = DpoRerollOptions
     teacher_roles = ("reroll", "judge")
 

@@ -107,9 +107,8 @@ every score. Return exactly one entry per assistant turn, in order."""
 
 
 def judge_message(system_prompt: str | None, conversation: list[dict[str, str]]) -> str:
-    lines = ["The system prompt the assistant was given:",
-             f"<<<\n{system_prompt}\n>>>" if system_prompt else "(none: the assistant had no system prompt)",
-             "", "The conversation:"]
+    given = f"<<<\n{system_prompt}\n>>>" if system_prompt else "(none: the assistant had no system prompt)"
+    lines = [f"The system prompt the assistant was given:\n{given}", "The conversation:"]
     turn = 0
     for message in conversation:
         if message["role"] == "system":
@@ -119,5 +118,5 @@ def judge_message(system_prompt: str | None, conversation: list[dict[str, str]])
             lines.append(f"[user, turn {turn}]\n{message['content']}")
         else:
             lines.append(f"[assistant, turn {turn}]\n{message['content']}")
-    lines.append(f"\nScore each of the {turn} assistant turns, in order.")
+    lines.append(f"Score each of the {turn} assistant turns, in order.")
     return "\n\n".join(lines)

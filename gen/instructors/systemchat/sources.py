@@ -117,7 +117,14 @@ def load_job_records(ref: str, kind: str = "conversation") -> JobRecords:
     from gen.config import load_settings
     from gen.store import Store
 
-    store = Store(load_settings().database_url)
+    url = load_settings().database_url
+    if url.startswith("sqlite:///"):
+        from sqlalchemy.engine import make_url
+
+        path = make_url(url).database
+        if path and path != ":memory:" and not Path(path).exists():
+            raise UnknownJobError(ref)  # no database yet: no job either (and do not create an empty one)
+    store = Store(url)
     try:
         job = store.find_job(ref)
         records = [{"key": r.key, "conversation": r.conversation, "meta": r.meta}

@@ -107,6 +107,8 @@ class SystemPromptsInstructor(Instructor):
         dropped = 0
         for item in reply.data["prompts"][: p["n"]]:
             text = item["system_prompt"].strip()
+            if not text:
+                continue
             if seen.near(text) is not None:
                 dropped += 1
                 continue

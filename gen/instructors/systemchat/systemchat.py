@@ -133,6 +133,8 @@ class SystemChatInstructor(Instructor):
         meta: dict[str, Any] = {
             "category": p.get("category"), "constraints": [c.id for c in constraints], "source": p.get("source"),
             "intent": intent, "user_style": style, "planned_turns": turns,
+            # Under a guardrail prompt a refusal is the obedient answer: export's refusal filter spares these.
+            "refusals_expected": p.get("category") == "guardrails",
             "teachers": {role: teachers[role].model for role in ("user", "assistant", "judge") if role in teachers
                          and (role != "judge" or opts.judge)},
         }
@@ -150,8 +152,8 @@ class SystemChatInstructor(Instructor):
         if opts.judge:
             judge = teachers["judge"]
             try:
-                reply = await judge.chat(judge_messages(plan.system_prompt, messages), schema=judge_schema(len(answers)),
-                                         schema_name="judge_turns")
+                reply = await judge.chat(judge_messages(plan.system_prompt, messages),
+                                         schema=judge_schema(len(answers)), schema_name="judge_turns")
             except OutputRejected as exc:
                 raise OutputRejected(f"judge: {exc.reason}", raw=exc.raw, records=[_record(messages, meta)]) from None
             for score, row in zip(scores, reply.data["turns"]):

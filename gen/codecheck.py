@@ -160,7 +160,8 @@ def run_tool(tool: ToolCheck, code: str, *, timeout: float = 10.0) -> CodeCheck:
         os.makedirs(os.path.join(folder, "out"), exist_ok=True)
         try:
             done = subprocess.run(tool.argv(executable, name), cwd=folder, stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True, errors="replace", timeout=timeout)
+                                  capture_output=True, text=True, errors="replace", timeout=timeout,
+                                  env={**os.environ, "LC_ALL": "C"})  # plain ASCII messages
         except subprocess.TimeoutExpired:
             return CodeCheck(UNCHECKED, label, f"{tool.tool} did not finish within {timeout:g}s")
         except OSError as exc:

@@ -294,7 +294,8 @@ class UnitTeacher:
             if isinstance(parsed, str):
                 reason = parsed
             else:
-                reason = check(parsed) if check else None
+                # Checks may run tools (a compiler's syntax check): off the event loop, so other units go on.
+                reason = await asyncio.to_thread(check, parsed) if check else None
             outcome.accepted, outcome.reject_reason = reason is None, reason
             call_id = await self.journal.record_call(outcome)
             if reason is None:

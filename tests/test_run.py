@@ -28,7 +28,8 @@ def test_dry_run_of_the_worked_examples_needs_no_keys(tmp_path):
     assert set(jobs) == {"riddles", "respond"}
     riddles = store.stats(jobs["riddles"].id)
     assert riddles.units[UnitState.DONE] == riddles.total_units == 12
-    assert riddles.records + riddles.duplicates == 60  # 12 batches of 5, duplicates dropped and counted
+    near = store.near_duplicates(jobs["riddles"].id)
+    assert riddles.records + riddles.duplicates + near == 60  # 12 batches of 5, duplicates dropped and counted
     respond = store.stats(jobs["respond"].id)
     assert respond.records == respond.total_units == 12
     status = gen_cmd("status", "riddles-demo")

@@ -13,6 +13,7 @@ from gen.conversation import conversation_problem
 from gen.core.journal import DbJournal
 from gen.errors import AuthError, OutputRejected, TeacherError, TeacherUnavailable, Unreachable
 from gen.instructors import Instructor, UnitInput
+from gen.neardup import NearDupIndex
 from gen.store import Store, UnitState
 from gen.store.threads import in_db_thread
 from gen.teacher import Teacher, UnitTeacher
@@ -39,6 +40,9 @@ class UnitExecutor:
         self.teachers = teachers
         self.worker = worker
         self.lease_seconds = lease_seconds
+        # Near-duplicate index shared by every worker of the job (coding and riddles use it; creating it
+        # touches no database).
+        instructor.neardup = NearDupIndex(store, job_id)
 
     async def execute(self, unit_id: int) -> UnitResult:
         unit = await in_db_thread(self.store.claim_unit, unit_id, worker=self.worker,

@@ -124,6 +124,10 @@ def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, in
         started = time.monotonic()
         job = enqueue_job_file(DB_URL, job_file)
         enqueued = time.monotonic() - started
+        stats_url = base.rsplit("/v1", 1)[0] + "/sim/stats"
+        while json.load(urllib.request.urlopen(stats_url))["requests"] == 0 and time.monotonic() - started < 30:
+            time.sleep(0.005)
+        first_request = time.monotonic() - started
         done = 0
         while done < units:
             time.sleep(0.2)
@@ -156,7 +160,7 @@ def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, in
         sim.terminate()
     print(f"units={units} workers={workers} concurrency={concurrency} in_flight={in_flight} rpm={rpm or 'none'} "
           f"latency={latency}s")
-    print(f"enqueue={enqueued:.2f}s elapsed(enqueue->last record)={elapsed:.2f}s "
+    print(f"enqueue={enqueued:.2f}s first_request={first_request:.2f}s elapsed(enqueue->last record)={elapsed:.2f}s "
           f"units_per_s={done / elapsed:.1f} served_429={served['served_429']} failed={stats.units['failed']} "
           f"worker_cpu_ms_per_unit={cpu / units * 1000:.2f} simulator_cpu_ms_per_unit={sim_cpu / units * 1000:.2f}")
     if rpm:

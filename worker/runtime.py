@@ -47,6 +47,7 @@ class WorkerRuntime:
         self.jobs: dict[str, JobRuntime] = {}
         self.in_flight: set[int] = set()
         self._job_rows: dict[str, tuple[float, object]] = {}
+        self._job_row_locks: dict[str, asyncio.Lock] = {}
         self.redis: aioredis.Redis | None = None
         self._job_lock: asyncio.Lock | None = None
         self.thread.start()
@@ -82,9 +83,15 @@ class WorkerRuntime:
         cached = self._job_rows.get(job_id)
         if cached is not None and time.monotonic() - cached[0] < 1.0:
             return cached[1]
-        job = await in_db_thread(self.store.get_job, job_id)
-        self._job_rows[job_id] = (time.monotonic(), job)
-        return job
+        # One read per job at a time: a batch of units arriving together must not each query the row.
+        lock = self._job_row_locks.setdefault(job_id, asyncio.Lock())
+        async with lock:
+            cached = self._job_rows.get(job_id)
+            if cached is not None and time.monotonic() - cached[0] < 1.0:
+                return cached[1]
+            job = await in_db_thread(self.store.get_job, job_id)
+            self._job_rows[job_id] = (time.monotonic(), job)
+            return job
 
     async def _run(self, job_id: str, unit_id: int) -> str:
         job = await self._job_row(job_id)

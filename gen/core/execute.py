@@ -19,6 +19,7 @@ from gen.store.threads import in_db_thread
 from gen.teacher import Teacher, UnitTeacher
 
 log = logging.getLogger("gen.core")
+CLAIMS_AT_ONCE = 8
 
 
 @dataclass
@@ -40,13 +41,19 @@ class UnitExecutor:
         self.teachers = teachers
         self.worker = worker
         self.lease_seconds = lease_seconds
+        self._claim_gate: asyncio.Semaphore | None = None
         # Near-duplicate index shared by every worker of the job (coding and riddles use it; creating it
         # touches no database).
         instructor.neardup = NearDupIndex(store, job_id)
 
     async def execute(self, unit_id: int) -> UnitResult:
-        unit = await in_db_thread(self.store.claim_unit, unit_id, worker=self.worker,
-                                  lease_seconds=self.lease_seconds)
+        # Units that arrive together pass the claim a few at a time, first come first served, so the first
+        # ones reach their teacher at once instead of all of them crowding the database and the event loop.
+        if self._claim_gate is None:
+            self._claim_gate = asyncio.Semaphore(CLAIMS_AT_ONCE)
+        async with self._claim_gate:
+            unit = await in_db_thread(self.store.claim_unit, unit_id, worker=self.worker,
+                                      lease_seconds=self.lease_seconds)
         if unit is None:
             return UnitResult(unit_id, None)
         journal = await DbJournal.open(self.store, self.job_id, unit_id, first_attempt=unit.attempts == 1)

@@ -168,8 +168,14 @@ def enqueue(ctx: click.Context, file: Path, queue: str, force_new: bool, no_key_
 @handle_errors
 def worker(concurrency: int, queues: str, hostname: str | None, loglevel: str, events: bool) -> None:
     """Start a worker: one process, one event loop, many units in flight."""
+    from gen.store import Store
     from worker.app import get_app
+    from worker.dispatch import check_broker
+    from worker.settings import fleet_settings
 
+    settings = fleet_settings()
+    check_broker(settings.redis_url)  # a worker that cannot reach its queue or database says so and exits
+    Store(settings.database_url).close()
     argv = ["worker", "--pool=threads", f"--concurrency={concurrency}", f"--queues={queues}",
             f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
     if hostname:

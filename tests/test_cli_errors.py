@@ -112,3 +112,14 @@ def test_unknown_job(tmp_path, command):
     Store(f"sqlite:///{tmp_path / 'gen.db'}").close()
     result = gen_cmd(*command)
     assert result.returncode == 2 and "no job with id or name 'nope'" in result.stderr
+
+
+def test_enqueue_with_the_queue_unreachable_writes_nothing(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    job = write_job(tmp_path / "job.yml", sim_job("http://127.0.0.1:9/v1"))
+    result = gen_cmd("enqueue", str(job), env={"GEN_REDIS_URL": f"redis://:hunter2@127.0.0.1:{port}/0"})
+    assert result.returncode == 1, result.stderr
+    assert "cannot reach the queue at redis://:***@127.0.0.1" in result.stderr and "hunter2" not in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "gen.db").exists()

@@ -1,11 +1,44 @@
 """Sending units to the queue. The queue only dispatches: the database decides what still needs doing."""
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
+from kombu.exceptions import KombuError
+
+from gen.errors import GenError
 from worker.app import TASK_RUN_UNITS, get_app
+
+
+def redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def check_broker(redis_url: str) -> None:
+    """Fail before anything is written when the queue cannot be reached."""
+    import redis
+
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3).ping()
+    except redis.RedisError as exc:
+        message = str(exc).strip().rstrip(".")
+        reason = message.rsplit(". ", 1)[-1] if ". " in message else (message or type(exc).__name__)
+        raise GenError(f"cannot reach the queue at {redacted(redis_url)} (GEN_REDIS_URL): {reason}") from None
 
 
 def send_units(job_id: str, unit_ids: list[int], queue: str = "gen", *, batch_size: int | None = None) -> int:
     """Send a job's units in batches (one message per batch); returns how many units were sent."""
+    try:
+        return _send(job_id, unit_ids, queue, batch_size)
+    except KombuError as exc:
+        raise GenError(f"job {job_id}: its units could not be sent to the queue ({exc}); they are kept in the "
+                       f"database: `gen resume {job_id}` sends them once the queue is back") from None
+
+
+def _send(job_id: str, unit_ids: list[int], queue: str, batch_size: int | None) -> int:
     app = get_app()
     size = batch_size or batch_size_for(len(unit_ids))
     with app.producer_or_acquire() as producer:
@@ -32,6 +65,9 @@ def enqueue_job_file(db_url: str, file, *, queue: str = "gen", force_new: bool =
     planned = [(u.key, u.payload) for u in instructor.plan()]
     if check_keys:
         spec.check_keys()
+    from worker.settings import fleet_settings
+
+    check_broker(fleet_settings().redis_url)
     store = Store(db_url)
     try:
         existing = None if force_new else store.find_resumable(spec.name, spec.spec_hash)
@@ -59,6 +95,9 @@ def resume_job(store, job, *, budget_usd: float | None = None) -> int:
         data["run"] = {**(data.get("run") or {}), "budget_usd": budget_usd}
         store.update_job_spec(job.id, data)
         spec = JobSpec.from_json(data)
+    from worker.settings import fleet_settings
+
+    check_broker(fleet_settings().redis_url)
     store.set_job_status(job.id, "active")
     ids = store.undispatched_unit_ids(job.id, max_attempts=spec.run.unit_attempts)
     store.reclaim_expired([job.id])

@@ -56,7 +56,8 @@ def prepare_schema(engine: Engine) -> None:
     try:
         names = set(inspect(engine).get_table_names())
     except OperationalError as exc:
-        raise StoreError(f"cannot open the database {redact(str(engine.url))}: {str(exc.orig).strip()}") from None
+        reason = " ".join(line.strip() for line in str(exc.orig).strip().splitlines()[:1])
+        raise StoreError(f"cannot open the database {redact(str(engine.url))}: {reason}") from None
     if "gen_meta" not in names:
         if names & {"jobs", "units", "calls", "records"}:
             raise StoreError(f"{redact(str(engine.url))} holds tables that gen did not make (no gen_meta table)")

@@ -383,3 +383,23 @@ def test_a_worker_killed_mid_conversation_resumes_it_elsewhere_without_repeating
     assert paid_total - paid_at_kill == 6 * 9 - len(accepted_before), "only the turns not yet made were paid for"
     for record in fleet.store.iter_records(job_id):
         assert [m["role"] for m in record.conversation] == ["system"] + ["user", "assistant"] * 4
+
+
+def test_system_prompts_near_duplicates_are_dropped_across_the_whole_job(tmp_path):
+    first = {"prompts": [{"system_prompt": "You are Captain Maren, a grumpy lighthouse keeper who grumbles about "
+                                           "gulls, storms and the price of lamp oil.", "constraint": None}]}
+    again = {"prompts": [{"system_prompt": "You are Captain Maren, a grumpy lighthouse keeper who grumbles about "
+                                           "gulls, storms and the cost of lamp oil.", "constraint": None}]}
+    with Simulator(SimConfig(latency=0.0, seed=2)) as sim:
+        sim.script([{"match": "category:\npersona", "answers": [json.dumps(first), json.dumps(again)]}])
+        job = write_job(tmp_path / "p.yml", (
+            "name: prompts\ninstructor:\n  type: system_prompts\n  count: 2\n  batch_size: 1\n"
+            "  categories: [persona]\n  include_seeds: false\n"
+            f"teachers:\n  main:\n    provider: openai-compatible\n    model: sim-1\n    base_url: {sim.base_url}\n"
+            "    max_concurrency: 1\n"))
+        run_ok(job)
+    store = db(tmp_path)
+    job_id = store.list_jobs()[0].id
+    prompts = [r.conversation[-1]["content"] for r in store.iter_records(job_id)]
+    assert len(prompts) == 1 and "price of lamp oil" in prompts[0]  # two batches, different units
+    assert store.near_duplicates(job_id) == 1

@@ -36,6 +36,9 @@ class SystemPromptsOptions(InstructorOptions):
     include_seeds: bool = Field(default=True, description="Store the seed prompts as records of this job too.")
     examples: int = Field(default=3, ge=0, le=10, description="Seed prompts of the batch's category shown as "
                                                               "examples.")
+    job_near_duplicate_threshold: float | None = Field(
+        default=0.8, gt=0, le=1, description="MinHash similarity at which a prompt is a near-duplicate of one kept "
+        "anywhere in the job, by any worker (null: off).")
     near_duplicate_threshold: float = Field(default=0.5, gt=0, le=1,
                                             description="Word 3-shingle Jaccard at which a prompt is a near-"
                                                         "duplicate of an earlier one.")
@@ -89,6 +92,15 @@ class SystemPromptsInstructor(Instructor):
                 "n": min(opts.batch_size, opts.count - b * opts.batch_size), "category": category, "batch": b + 1,
                 "examples": examples, "compare": seed_texts})
 
+    neardup = None  # set by the execution core to the job's gen.neardup.NearDupIndex (shared by all workers)
+
+    async def _new_in_job(self, text: str) -> bool:
+        """Near-duplicates of any prompt already kept anywhere in this job (MinHash, across workers)."""
+        threshold = self.options.job_near_duplicate_threshold  # type: ignore[attr-defined]
+        if self.neardup is None or threshold is None:
+            return True
+        return await self.neardup.add_if_new("system_prompts", text, threshold=threshold)
+
     async def run(self, unit: UnitInput, teachers: Mapping[str, Any]) -> list[NewRecord]:
         opts: SystemPromptsOptions = self.options  # type: ignore[assignment]
         p = unit.payload
@@ -109,7 +121,7 @@ class SystemPromptsInstructor(Instructor):
             text = item["system_prompt"].strip()
             if not text:
                 continue
-            if seen.near(text) is not None:
+            if seen.near(text) is not None or not await self._new_in_job(text):
                 dropped += 1
                 continue
             seen.add(text)

@@ -651,3 +651,24 @@ def test_teacher_error_family():
     # what the teacher relies on when it decides to retry
     assert ServerError("x").retryable and Truncated("x").retryable and CallTimeout("x").retryable
     assert issubclass(MalformedResponse, TeacherError) and issubclass(Unreachable, TeacherError)
+
+
+# ------------------------------------------------------------------------- x-ratelimit-remaining headers
+def test_remaining_requests_at_zero_pause_the_teacher_before_the_provider_refuses():
+    """The teacher states no limit; the provider allows one request a second and says so in its headers.
+    Reading `x-ratelimit-remaining-requests: 0`, the teacher waits for the reset instead of earning a 429."""
+    with Simulator(SimConfig(latency=0.0, rpm=60)) as sim:
+        spec = make_spec("openai-compatible", sim, max_concurrency=1)
+        journal = MemoryJournal()
+
+        async def body(teacher):
+            started = time.monotonic()
+            for i in range(3):
+                await UnitTeacher(teacher, journal).chat([{"role": "user", "content": f"Question {i}?"}])
+            return time.monotonic() - started
+
+        elapsed = run_with_teacher(spec, body)
+        stats = sim.stats()
+    assert stats["served_429"] == 0 and stats["by_status"].get("200") == 3
+    assert elapsed >= 1.5  # two waits for the provider's reset
+    assert journal.kinds() == [None, None, None]

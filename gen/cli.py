@@ -1,7 +1,6 @@
 """The `gen` command. Each command is a thin layer over the library; errors become one line and an exit code."""
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging

@@ -1,4 +1,4 @@
-"""Source conversations for instructors that build on existing ones (dpo_reroll): an earlier job's records,
+"""Source conversations for instructors that build on existing ones (dpo_reroll, systemchat): an earlier job's records,
 or a JSONL file in ShareGPT (`{"conversations": [{"from", "value"}]}`) or OpenAI-messages
 (`{"messages": [{"role", "content"}]}`) form.
 
@@ -28,7 +28,8 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
 class SourceConversation:
     conversation: list[Message]
     link: dict[str, Any]          # {"job_id", "job_name", "record_id", "record_key"} or {"file", "line"}
-    author: dict[str, Any] = field(default_factory=dict)  # teacher/model of its answers, when known
+    author: dict[str, Any] = field(default_factory=dict)  # job, instructor, teacher/model of its answers
+    meta: dict[str, Any] = field(default_factory=dict)    # the source record's meta, when it is one
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ def read_job_conversations(ref: str, *, label: str, database_url: str | None = N
             link={"job_id": job.id, "job_name": job.name, "record_id": record.id, "record_key": record.key},
             author={"job": job.name, "instructor": job.instructor, "teacher": record.meta.get("teacher"),
                     "model": record.meta.get("model")},
+            meta=dict(record.meta or {}),
         ) for record in store.iter_records(job.id, kind="conversation")]
         unfinished = sum(n for state, n in store.stats(job.id).units.items() if state not in UnitState.FINISHED)
     finally:

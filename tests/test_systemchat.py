@@ -323,8 +323,8 @@ def test_job_file_problems_are_named(tmp_path):
     assert "give system_prompts, system_prompts_file or system_prompts_job" in problem(chat_job(url, "  count: 2\n"))
     assert "min_turns must not be more than max_turns" in problem(
         chat_job(url, PROMPTS + "  count: 2\n  min_turns: 5\n  max_turns: 4\n"))
-    assert "instructor.system_prompts_job: no job with id or name 'nope'" in problem(
-        chat_job(url, "  count: 2\n  system_prompts_job: nope\n"))
+    missing = problem(chat_job(url, "  count: 2\n  system_prompts_job: nope\n"))
+    assert "instructor.system_prompts_job: no gen database at" in missing and "job 'nope'" in missing
     assert "instructor.system_prompts: unknown constraint 'shout'" in problem(
         chat_job(url, "  count: 2\n  system_prompts:\n    - {prompt: x, constraint: shout}\n"))
     assert "instructor.system_prompts_file: " in problem(chat_job(url, "  count: 2\n  system_prompts_file: no.yaml\n"))

@@ -1,19 +1,19 @@
 """Where system prompts come from: inline entries, a YAML/JSONL/text file, or an earlier `system_prompts` job.
 
 An entry is a prompt with, optionally, its category, its machine-checkable constraints and user intents that
-suit it. `load_job_records` is the one place this package opens the store: `plan()` calls it to read an
-earlier job's records, once, when a job is created.
+suit it. An earlier job's records are read through `gen.sources`, once, by `plan()` when a job is created.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gen.errors import JobFileError, UnknownJobError
+from gen.errors import JobFileError
+from gen.sources import read_job_conversations
 from gen.instructors.systemchat.constraints import parse_constraints
 
 PROMPT_FIELDS = ("prompt", "system_prompt", "system", "text")
@@ -30,13 +30,6 @@ class PromptEntry:
     def to_payload(self) -> dict[str, Any]:
         return {"system_prompt": self.prompt, "category": self.category, "constraints": list(self.constraints),
                 "intents": list(self.intents), "source": self.source}
-
-
-@dataclass
-class JobRecords:
-    job_id: str
-    instructor: str
-    records: list[dict[str, Any]] = field(default_factory=list)
 
 
 def entry_from(value: Any, *, source: str) -> PromptEntry:
@@ -110,49 +103,21 @@ def read_prompt_file(path: Path, *, job_source: str, option: str) -> list[Prompt
     return entries
 
 
-def load_job_records(ref: str, kind: str = "conversation") -> JobRecords:
-    """The records of an earlier job (by id or name) in the database of this environment (GEN_DATABASE_URL).
-
-    The only function in this package that opens the store; called from `plan()`, never from `run()`."""
-    from gen.config import load_settings
-    from gen.store import Store
-
-    url = load_settings().database_url
-    if url.startswith("sqlite:///"):
-        from sqlalchemy.engine import make_url
-
-        path = make_url(url).database
-        if path and path != ":memory:" and not Path(path).exists():
-            raise UnknownJobError(ref)  # no database yet: no job either (and do not create an empty one)
-    store = Store(url)
-    try:
-        job = store.find_job(ref)
-        records = [{"key": r.key, "conversation": r.conversation, "meta": r.meta}
-                   for r in store.iter_records(job.id, kind=kind)]
-        return JobRecords(job.id, job.instructor, records)
-    finally:
-        store.close()
-
-
 def entries_from_job(ref: str, *, job_source: str, option: str = "system_prompts_job") -> list[PromptEntry]:
-    """The prompts a `system_prompts` job stored: each record's assistant turn, with its category and constraints."""
-
-    try:
-        found = load_job_records(ref)
-    except UnknownJobError as exc:
-        raise JobFileError(job_source, [f"instructor.{option}: {exc}"]) from None
-    if found.instructor != "system_prompts":
-        raise JobFileError(job_source, [f"instructor.{option}: job {found.job_id} is a '{found.instructor}' job, "
+    """The prompts a `system_prompts` job stored: each record's assistant turn, with its category and constraints.
+    Read once, at plan time, through `gen.sources` (the one place instructors' inputs come from other jobs)."""
+    found = read_job_conversations(ref, label=job_source, option=f"instructor.{option}")
+    job_id, instructor = found[0].link["job_id"], found[0].author["instructor"]
+    if instructor != "system_prompts":
+        raise JobFileError(job_source, [f"instructor.{option}: job {job_id} is a '{instructor}' job, "
                                         "not a 'system_prompts' one"])
     entries = []
-    for record in found.records:
-        meta = record["meta"] or {}
-        answers = [m["content"] for m in record["conversation"] if m["role"] == "assistant"]
+    for source in found:
+        answers = [m["content"] for m in source.conversation if m["role"] == "assistant"]
         try:
-            entries.append(entry_from({"prompt": answers[-1] if answers else None, "category": meta.get("category"),
-                                       "constraints": meta.get("constraints")}, source=f"job:{found.job_id}"))
+            entries.append(entry_from({"prompt": answers[-1] if answers else None,
+                                       "category": source.meta.get("category"),
+                                       "constraints": source.meta.get("constraints")}, source=f"job:{job_id}"))
         except ValueError as exc:
-            raise JobFileError(job_source, [f"instructor.{option}: record {record['key']}: {exc}"]) from None
-    if not entries:
-        raise JobFileError(job_source, [f"instructor.{option}: job {found.job_id} has no system prompts yet"])
+            raise JobFileError(job_source, [f"instructor.{option}: record {source.link['record_key']}: {exc}"]) from None
     return entries

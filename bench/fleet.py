@@ -52,6 +52,8 @@ def fresh_state() -> None:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute('DROP DATABASE IF EXISTS "gen_bench" WITH (FORCE)')
         conn.execute('CREATE DATABASE "gen_bench"')
+        if os.environ.get("GEN_BENCH_SYNCHRONOUS_COMMIT") == "off":  # to measure what the WAL flushes cost
+            conn.execute('ALTER DATABASE "gen_bench" SET synchronous_commit = off')
     redis.Redis.from_url(REDIS_URL).flushdb()
 
 

@@ -120,3 +120,18 @@ def test_a_unit_held_by_a_lost_worker_can_be_claimed_after_its_lease(db_url):
     assert store.reclaim_expired([job.id]) == [(job.id, lost)]
     again = store.claim_unit(lost, worker="w3")
     assert again is not None and again.worker == "w3" and again.attempts == 2
+
+
+def test_many_processes_opening_a_new_database_at_once_all_succeed(db_url):
+    """Workers scaled up together on a fresh database (docker compose up --scale worker=4) must not race."""
+    import subprocess
+    import sys
+
+    code = f"from gen.store import Store; Store({db_url!r}).close(); print('ok')"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(6)]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-500:] for _, err in results]
+    store = Store(db_url)
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM gen_meta")).scalar() == 1

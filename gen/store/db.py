@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlmodel import SQLModel, create_engine, select
 
 from gen.errors import StoreError
 from gen.store.models import SCHEMA_VERSION, Meta
@@ -51,35 +51,53 @@ def redact(url: str) -> str:
         return "<unparseable URL>"
 
 
+SCHEMA_LOCK = 7412001  # a PostgreSQL advisory lock id: one process at a time prepares the schema
+
+
 def prepare_schema(engine: Engine) -> None:
-    """Create the tables on a new database; migrate an older one; refuse a newer one with a clear message."""
-    try:
-        names = set(inspect(engine).get_table_names())
-    except OperationalError as exc:
-        reason = " ".join(line.strip() for line in str(exc.orig).strip().splitlines()[:1])
-        raise StoreError(f"cannot open the database {redact(str(engine.url))}: {reason}") from None
+    """Create the tables on a new database; migrate an older one; refuse a newer one with a clear message.
+
+    Safe when several workers start at once on a new database: on PostgreSQL the whole step runs in one
+    transaction under an advisory lock (DDL is transactional there); on SQLite a lost race is retried."""
+    for attempt in range(5):
+        try:
+            with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+                _prepare(conn, engine)
+            return
+        except OperationalError as exc:
+            if attempt < 4 and "already exists" in str(exc.orig):
+                continue  # another process created the tables a moment ago
+            reason = " ".join(line.strip() for line in str(exc.orig).strip().splitlines()[:1])
+            raise StoreError(f"cannot open the database {redact(str(engine.url))}: {reason}") from None
+        except IntegrityError:
+            if attempt < 4:
+                continue  # another process wrote the schema version a moment ago
+            raise
+
+
+def _prepare(conn, engine: Engine) -> None:
+    names = set(inspect(conn).get_table_names())
     if "gen_meta" not in names:
         if names & {"jobs", "units", "calls", "records"}:
             raise StoreError(f"{redact(str(engine.url))} holds tables that gen did not make (no gen_meta table)")
-        SQLModel.metadata.create_all(engine)
-        with Session(engine) as session:
-            session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-            session.commit()
+        SQLModel.metadata.create_all(conn)
+        conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
         return
-    with Session(engine) as session:
-        row = session.exec(select(Meta).where(Meta.key == "schema_version")).first()
-        version = int(row.value) if row else 0
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"the database is at schema version {version}, newer than this gen understands "
-                             f"({SCHEMA_VERSION}): upgrade gen")
-        while version < SCHEMA_VERSION:
-            steps = MIGRATIONS.get(version)
-            if steps is None:
-                raise StoreError(f"no migration from schema version {version}; export your data with the gen "
-                                 "that made it, then start a new database")
-            for statement in steps:
-                session.connection().exec_driver_sql(statement)
-            version += 1
-            row.value = str(version)
-            session.add(row)
-            session.commit()
+    SQLModel.metadata.create_all(conn)  # tables added since (append-only): created if missing, others untouched
+    row = conn.execute(select(Meta.__table__.c.value).where(Meta.__table__.c.key == "schema_version")).first()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"the database is at schema version {version}, newer than this gen understands "
+                         f"({SCHEMA_VERSION}): upgrade gen")
+    while version < SCHEMA_VERSION:
+        steps = MIGRATIONS.get(version)
+        if steps is None:
+            raise StoreError(f"no migration from schema version {version}; export your data with the gen "
+                             "that made it, then start a new database")
+        for statement in steps:
+            conn.exec_driver_sql(statement)
+        version += 1
+        conn.execute(Meta.__table__.update().where(Meta.__table__.c.key == "schema_version")
+                     .values(value=str(version)))

@@ -1,6 +1,8 @@
 """Engines and the schema version: SQLite (WAL) by default, PostgreSQL by URL."""
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
@@ -31,10 +33,10 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # noqa: ANN001
             cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA busy_timeout=30000")  # first: the pragmas below may wait for another process
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
         return engine
@@ -59,22 +61,30 @@ def prepare_schema(engine: Engine) -> None:
 
     Safe when several workers start at once on a new database: on PostgreSQL the whole step runs in one
     transaction under an advisory lock (DDL is transactional there); on SQLite a lost race is retried."""
-    for attempt in range(5):
+    attempts = 40
+    for attempt in range(attempts):
+        last = attempt == attempts - 1
         try:
             with engine.begin() as conn:
                 if engine.dialect.name == "postgresql":
                     conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
                 _prepare(conn, engine)
             return
+        except _BeingCreated:
+            if last:
+                raise StoreError(f"{redact(str(engine.url))} has a gen_meta table without a schema version") from None
         except OperationalError as exc:
-            if attempt < 4 and "already exists" in str(exc.orig):
-                continue  # another process created the tables a moment ago
-            reason = " ".join(line.strip() for line in str(exc.orig).strip().splitlines()[:1])
-            raise StoreError(f"cannot open the database {redact(str(engine.url))}: {reason}") from None
+            if last or "already exists" not in str(exc.orig):
+                reason = " ".join(line.strip() for line in str(exc.orig).strip().splitlines()[:1])
+                raise StoreError(f"cannot open the database {redact(str(engine.url))}: {reason}") from None
         except IntegrityError:
-            if attempt < 4:
-                continue  # another process wrote the schema version a moment ago
-            raise
+            if last:
+                raise
+        time.sleep(0.05 * (1 + attempt % 5))  # another process is creating the schema this moment
+
+
+class _BeingCreated(Exception):
+    """gen_meta exists but its version row does not yet: another process is between the two (SQLite)."""
 
 
 def _prepare(conn, engine: Engine) -> None:
@@ -87,7 +97,9 @@ def _prepare(conn, engine: Engine) -> None:
         return
     SQLModel.metadata.create_all(conn)  # tables added since (append-only): created if missing, others untouched
     row = conn.execute(select(Meta.__table__.c.value).where(Meta.__table__.c.key == "schema_version")).first()
-    version = int(row[0]) if row else 0
+    if row is None:
+        raise _BeingCreated()
+    version = int(row[0])
     if version > SCHEMA_VERSION:
         raise StoreError(f"the database is at schema version {version}, newer than this gen understands "
                          f"({SCHEMA_VERSION}): upgrade gen")

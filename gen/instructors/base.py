@@ -60,11 +60,18 @@ class Instructor(ABC):
             options = cls.Options.model_validate(job.instructor)
         except ValidationError as exc:
             raise JobFileError(job.source, [_describe(e) for e in exc.errors()]) from None
-        missing = [role for role in cls.teacher_roles if role not in job.teachers]
-        if missing:
-            raise JobFileError(job.source, [f"teachers: instructor '{cls.name}' needs a teacher named "
-                                            f"'{missing[0]}' (it uses: {', '.join(cls.teacher_roles)})"])
+        for role, problem in cls.required_teachers(options).items():
+            if role not in job.teachers:
+                raise JobFileError(job.source, [problem])
         return cls(options, job)
+
+    @classmethod
+    def required_teachers(cls, options: InstructorOptions) -> dict[str, str]:
+        """Teacher name -> the error shown when the job file lacks it. Override to add teachers that only
+        some options need (a judge, a solver)."""
+        uses = ", ".join(cls.teacher_roles)
+        return {role: f"teachers: instructor '{cls.name}' needs a teacher named '{role}' (it uses: {uses})"
+                for role in cls.teacher_roles}
 
     @abstractmethod
     def plan(self) -> Iterator[PlannedUnit]:

@@ -17,8 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from gen.config import JobSpec
-from gen.errors import JobFileError, OutputRejected
+from gen.errors import OutputRejected
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
 from gen.schemas import load_schema
 from gen.types import NewRecord
@@ -84,15 +83,13 @@ class RiddlesInstructor(Instructor):
     neardup = None  # set by the execution core to a gen.neardup.NearDupIndex for the job
 
     @classmethod
-    def from_job(cls, job: JobSpec) -> "RiddlesInstructor":
-        instructor = super().from_job(job)
-        if instructor.options.verify:  # type: ignore[attr-defined]
-            missing = [role for role in VERIFY_ROLES if role not in job.teachers]
-            if missing:
-                raise JobFileError(job.source, [
-                    f"teachers: instructor 'riddles' with verify: true needs a teacher named '{missing[0]}' "
-                    f"(it uses: main, {', '.join(VERIFY_ROLES)})"])
-        return instructor  # type: ignore[return-value]
+    def required_teachers(cls, options: RiddlesOptions) -> dict[str, str]:  # type: ignore[override]
+        needed = super().required_teachers(options)
+        if options.verify:
+            for role in VERIFY_ROLES:
+                needed[role] = (f"teachers: instructor 'riddles' with verify: true needs a teacher named '{role}' "
+                                f"(it uses: main, {', '.join(VERIFY_ROLES)})")
+        return needed
 
     def plan(self) -> Iterator[PlannedUnit]:
         opts: RiddlesOptions = self.options  # type: ignore[assignment]

@@ -18,11 +18,10 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from gen.config import JobSpec
-from gen.errors import JobFileError, OutputRejected
-from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput, _describe
+from gen.errors import OutputRejected
+from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
 from gen.instructors.dpo_reroll.choosing import (DEFAULT_JUDGE_CRITERIA, Decision, by_judge, by_length,
                                                  rejected_with, similarity)
 from gen.sources import read_conversation_file, read_job_conversations
@@ -92,19 +91,12 @@ class DpoRerollInstructor(Instructor):
     teacher_roles = ("reroll", "judge")
 
     @classmethod
-    def from_job(cls, job: JobSpec) -> "DpoRerollInstructor":
-        """Options as usual; `reroll` is always needed, `judge` only with choose: judge."""
-        try:
-            options = cls.Options.model_validate(job.instructor)
-        except ValidationError as exc:
-            raise JobFileError(job.source, [_describe(e) for e in exc.errors()]) from None
+    def required_teachers(cls, options: DpoRerollOptions) -> dict[str, str]:  # type: ignore[override]
+        """`reroll` is always needed, `judge` only with choose: judge."""
         needed = ["reroll"] + (["judge"] if options.choose == "judge" else [])
-        for role in needed:
-            if role not in job.teachers:
-                why = " (choose: judge)" if role == "judge" else ""
-                raise JobFileError(job.source, [f"teachers: instructor '{cls.name}' needs a teacher named '{role}'"
-                                                f"{why} (it uses: {', '.join(needed)})"])
-        return cls(options, job)
+        return {role: f"teachers: instructor '{cls.name}' needs a teacher named '{role}'"
+                      f"{' (choose: judge)' if role == 'judge' else ''} (it uses: {', '.join(needed)})"
+                for role in needed}
 
     # planning ---------------------------------------------------------------------------------------------
     def plan(self) -> Iterator[PlannedUnit]:

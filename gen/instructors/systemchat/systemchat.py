@@ -70,15 +70,20 @@ class SystemChatInstructor(Instructor):
     name = "systemchat"
     summary = "Multi-turn conversations that keep to a system prompt; simulated user, per-turn judge, checks."
     Options = SystemChatOptions
-    teacher_roles = ("user", "assistant")  # and "judge" unless `judge: false` (checked in from_job)
+    teacher_roles = ("user", "assistant")  # and "judge" unless `judge: false` (see required_teachers)
+
+    @classmethod
+    def required_teachers(cls, options: SystemChatOptions) -> dict[str, str]:  # type: ignore[override]
+        needed = super().required_teachers(options)
+        if options.judge:
+            needed["judge"] = ("teachers: instructor 'systemchat' needs a teacher named 'judge' "
+                               "when judge is on (or set instructor.judge: false)")
+        return needed
 
     @classmethod
     def from_job(cls, job: JobSpec) -> "SystemChatInstructor":
         instructor = super().from_job(job)
         opts: SystemChatOptions = instructor.options  # type: ignore[assignment]
-        if opts.judge and "judge" not in job.teachers:
-            raise JobFileError(job.source, ["teachers: instructor 'systemchat' needs a teacher named 'judge' "
-                                            "when judge is on (or set instructor.judge: false)"])
         try:
             for entry in opts.system_prompts or []:
                 entry_from(entry, source="inline")

@@ -2,8 +2,8 @@
 or a JSONL file in ShareGPT (`{"conversations": [{"from", "value"}]}`) or OpenAI-messages
 (`{"messages": [{"role", "content"}]}`) form.
 
-Read at plan time only (never inside a unit), so opening the store here does not tie instructors to it.
-Every conversation comes with a link to where it came from; a file's bad lines are returned (and logged,
+Earlier jobs' records reach instructors through `JobServices.earlier` (gen.core.services reads them from the
+database); this module never opens one. Every conversation comes with a link to where it came from; a file's bad lines are returned (and logged,
 one warning each) with their line numbers, never dropped silently.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gen.conversation import conversation_problem
-from gen.errors import JobFileError, UnknownJobError
+from gen.errors import JobFileError
 from gen.types import Message
 
 log = logging.getLogger("gen.sources")
@@ -46,59 +46,6 @@ class BadLine:
 class SourceFile:
     conversations: list[SourceConversation]
     bad_lines: list[BadLine]
-
-
-# an earlier job ------------------------------------------------------------------------------------------
-def read_job_conversations(ref: str, *, label: str, database_url: str | None = None,
-                           option: str = "instructor.source_job") -> list[SourceConversation]:
-    """The conversation records of the job `ref` (id, or name: the newest job of that name), in id order."""
-    from gen.config import load_settings
-    from gen.store import Store, UnitState
-    from gen.store.db import redact
-
-    url = database_url or load_settings().database_url
-    missing = _missing_sqlite_file(url)
-    if missing:
-        raise JobFileError(label, [f"{option}: no gen database at {missing} to read job '{ref}' from "
-                                   "(run that job first, or set GEN_DATABASE_URL)"])
-    store = Store(url)
-    try:
-        try:
-            job = store.find_job(ref)
-        except UnknownJobError:
-            raise JobFileError(label, [f"{option}: no job with id or name '{ref}' in {redact(url)} "
-                                       "(see `gen jobs`)"]) from None
-        found = [SourceConversation(
-            conversation=[{"role": m["role"], "content": m["content"]} for m in record.conversation],
-            link={"job_id": job.id, "job_name": job.name, "record_id": record.id, "record_key": record.key},
-            author={"job": job.name, "instructor": job.instructor, "teacher": record.meta.get("teacher"),
-                    "model": record.meta.get("model")},
-            meta=dict(record.meta or {}),
-        ) for record in store.iter_records(job.id, kind="conversation")]
-        unfinished = sum(n for state, n in store.stats(job.id).units.items() if state not in UnitState.FINISHED)
-    finally:
-        store.close()
-    if not found:
-        raise JobFileError(label, [f"{option}: job '{ref}' ({job.id}, {job.instructor}) has no conversation "
-                                   "records to read"])
-    if unfinished:
-        log.warning("%s: job '%s' (%s) still has %d unfinished units; using the %d conversations it has now",
-                    option, ref, job.id, unfinished, len(found))
-    return found
-
-
-def _missing_sqlite_file(url: str) -> str | None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return None  # the store reports an unusable URL itself
-    path = parsed.database
-    if parsed.get_backend_name() == "sqlite" and path and path != ":memory:" and not Path(path).exists():
-        return path
-    return None
 
 
 # a JSONL file --------------------------------------------------------------------------------------------

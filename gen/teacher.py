@@ -16,7 +16,7 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from gen.config import TeacherSpec
 from gen.errors import (BadRequest, MalformedResponse, OutputRejected, RateLimited, ResponseFormatUnsupported,
@@ -24,7 +24,7 @@ from gen.errors import (BadRequest, MalformedResponse, OutputRejected, RateLimit
 from gen.providers.base import Provider
 from gen.ratelimit.base import HeaderHint, RateLimiter
 from gen.schemas import first_problem, validator_for_schema_text
-from gen.types import ChatRequest, Completion, Message, estimate_prompt_tokens
+from gen.types import ChatRequest, Check, Completion, Message, Reply, estimate_prompt_tokens
 
 MAX_RATE_LIMITED_WAITS = 200  # 429s do not use up max_retries, but a call gives up after this many
 
@@ -97,14 +97,6 @@ class Meter:
         self.cost_usd += outcome.cost_usd
 
 
-@dataclass
-class Reply:
-    text: str
-    data: Any = None
-    call_id: int | None = None
-    replayed: bool = False
-
-
 def backoff_delay(attempt: int, retry_after: float | None, *, base: float = 0.5, cap: float = 30.0,
                   rng: random.Random = random.Random()) -> float:
     """Exponential backoff with jitter; never sooner than the provider's Retry-After."""
@@ -138,7 +130,7 @@ def schema_prompt(schema_text: str) -> str:
             "Schema:\n```json\n" + schema_text + "\n```")
 
 
-class Teacher:
+class TeacherClient:
     """Shared by all units of a job: the provider, its limiter, its retry policy and its structured-output mode."""
 
     def __init__(self, spec: TeacherSpec, provider: Provider, limiter: RateLimiter, meter: Meter | None = None, *,
@@ -233,13 +225,10 @@ class Teacher:
         await self.limiter.aclose()
 
 
-Check = Callable[[Reply], "str | None"]
-
-
 class UnitTeacher:
     """The teacher as one unit sees it: bound to the unit's journal, so calls are recorded and replayable."""
 
-    def __init__(self, teacher: Teacher, journal: Journal, *, output_attempts: int = 3):
+    def __init__(self, teacher: TeacherClient, journal: Journal, *, output_attempts: int = 3):
         self.teacher = teacher
         self.journal = journal
         self.output_attempts = output_attempts
@@ -328,5 +317,5 @@ class UnitTeacher:
         return Reply(text=text, data=data)
 
 
-__all__ = ["Teacher", "UnitTeacher", "Reply", "Meter", "Journal", "CallOutcome", "StoredReply", "BadRequest",
+__all__ = ["TeacherClient", "UnitTeacher", "Reply", "Meter", "Journal", "CallOutcome", "StoredReply", "BadRequest",
            "backoff_delay"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Callable, Literal, Protocol, TypedDict
 
 Role = Literal["system", "user", "assistant"]
 
@@ -62,3 +62,37 @@ class NewRecord:
     conversation: list[Message]
     meta: dict[str, Any] = field(default_factory=dict)
     kind: str = "conversation"
+
+
+@dataclass
+class Reply:
+    """A teacher's accepted answer: its text, the parsed JSON when a schema was asked for, and the call it came from."""
+
+    text: str
+    data: Any = None
+    call_id: int | None = None
+    replayed: bool = False
+
+
+Check = Callable[[Reply], "str | None"]
+
+
+class Teacher(Protocol):
+    """What an instructor receives for each teacher it names: ask, get a validated reply.
+
+    The execution core hands each unit an object with this shape (gen.teacher.UnitTeacher), bound to the unit's
+    journal: every call is recorded, an answer already paid for is replayed, and rate limits, retries, structured
+    output and the budget are handled below it. An instructor never learns which provider or driver it runs on.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    async def chat(self, messages: list[Message], *, schema: dict[str, Any] | None = None,
+                   schema_name: str = "output", check: Check | None = None, **overrides: Any) -> Reply:
+        """Text (or JSON valid against `schema`, in `.data`). `check` may refuse a reply with a reason, and it is
+        asked again up to `run.output_attempts`; raises gen.errors.OutputRejected when no attempt passes."""
+        ...

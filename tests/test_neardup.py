@@ -38,7 +38,7 @@ def run_directly(tmp_path, job_text: str, *, neardup: bool = True):
     async def go():
         teachers = build_teachers(spec, meter=Meter())
         executor = UnitExecutor(store, job_id, spec, instructor, teachers, worker="test")
-        instructor.neardup = NearDupIndex(store, job_id) if neardup else None  # the executor wires one in
+        instructor.services.seen = NearDupIndex(store, job_id) if neardup else None  # the executor wires one in
         try:
             return [await executor.execute(uid) for uid in store.runnable_unit_ids(job_id, max_attempts=3)]
         finally:

@@ -1,4 +1,4 @@
-"""Teacher and UnitTeacher against the simulator: real HTTP on loopback, the real openai / mistralai SDKs.
+"""TeacherClient and UnitTeacher against the simulator: real HTTP on loopback, the real openai / mistralai SDKs.
 
 Nothing under test is mocked. `MemoryJournal` is a small but complete implementation of the `Journal`
 protocol (the execution core's database-backed one does the same with tables).
@@ -20,7 +20,7 @@ from gen.errors import (CallTimeout, MalformedResponse, OutputRejected, ServerEr
 from gen.providers import make_provider
 from gen.ratelimit import LocalRateLimiter
 from gen.simulator import SimConfig, Simulator
-from gen.teacher import CallOutcome, StoredReply, Teacher, UnitTeacher
+from gen.teacher import CallOutcome, StoredReply, TeacherClient, UnitTeacher
 
 KEY = "sk-test-secret"
 PROVIDERS = ["openai-compatible", "mistral"]
@@ -87,10 +87,10 @@ def make_spec(provider: str, sim: Simulator | None, **overrides) -> TeacherSpec:
     return TeacherSpec(**settings)
 
 
-def make_teacher(spec: TeacherSpec) -> Teacher:
+def make_teacher(spec: TeacherSpec) -> TeacherClient:
     """Build inside the event loop that will use it (the SDK clients and the semaphore bind to it)."""
     limiter = LocalRateLimiter(rpm=spec.rpm, tpm=spec.tpm, max_concurrency=spec.max_concurrency)
-    return Teacher(spec, make_provider(spec), limiter)
+    return TeacherClient(spec, make_provider(spec), limiter)
 
 
 def run_with_teacher(spec: TeacherSpec, body):

@@ -61,7 +61,7 @@ def enqueue_job_file(db_url: str, file, *, queue: str = "gen", force_new: bool =
     from gen.store import Store
 
     spec = read_job_file(file)
-    instructor = load_instructor(spec)
+    instructor = load_instructor(spec, database_url=db_url)
     planned = [(u.key, u.payload) for u in instructor.plan()]
     if check_keys:
         spec.check_keys()

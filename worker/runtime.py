@@ -22,7 +22,7 @@ from gen.providers import make_provider
 from gen.ratelimit.redis_limiter import RedisRateLimiter, limiter_scope
 from gen.store import Store
 from gen.store.threads import in_db_thread
-from gen.teacher import Meter, Teacher
+from gen.teacher import Meter, TeacherClient
 from worker.dispatch import send_units
 from worker.settings import FleetSettings, fleet_settings
 
@@ -136,7 +136,7 @@ class WorkerRuntime:
             instructor = load_instructor(spec)
             spec.check_keys()
             meter = Meter()
-            teachers = {name: Teacher(t, make_provider(t), self._limiter(t), meter) for name, t in spec.teachers.items()}
+            teachers = {name: TeacherClient(t, make_provider(t), self._limiter(t), meter) for name, t in spec.teachers.items()}
             executor = UnitExecutor(self.store, job_id, spec, instructor, teachers, worker=self.settings.worker_name,
                                     lease_seconds=self.settings.lease_seconds)
             self.jobs[job_id] = JobRuntime(spec, executor, spec_json)

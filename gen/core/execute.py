@@ -16,7 +16,7 @@ from gen.instructors import Instructor, UnitInput
 from gen.neardup import NearDupIndex
 from gen.store import Store, UnitState
 from gen.store.threads import in_db_thread
-from gen.teacher import Teacher, UnitTeacher
+from gen.teacher import TeacherClient, UnitTeacher
 
 log = logging.getLogger("gen.core")
 CLAIMS_AT_ONCE = 8
@@ -33,7 +33,7 @@ class UnitResult:
 
 class UnitExecutor:
     def __init__(self, store: Store, job_id: str, spec: JobSpec, instructor: Instructor,
-                 teachers: dict[str, Teacher], *, worker: str | None = None, lease_seconds: float = 300.0):
+                 teachers: dict[str, TeacherClient], *, worker: str | None = None, lease_seconds: float = 300.0):
         self.store = store
         self.job_id = job_id
         self.spec = spec
@@ -42,9 +42,8 @@ class UnitExecutor:
         self.worker = worker
         self.lease_seconds = lease_seconds
         self._claim_gate: asyncio.Semaphore | None = None
-        # Near-duplicate index shared by every worker of the job (coding and riddles use it; creating it
-        # touches no database).
-        instructor.neardup = NearDupIndex(store, job_id)
+        # The job's near-duplicate index, shared by every worker of the job (creating it touches no database).
+        instructor.services.seen = NearDupIndex(store, job_id)
 
     async def execute(self, unit_id: int) -> UnitResult:
         # Units that arrive together pass the claim a few at a time, first come first served, so the first

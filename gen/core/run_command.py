@@ -23,7 +23,7 @@ def say(message: str) -> None:
 def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency: float = 0.2,
                  force_new: bool = False, quiet: bool = False, progress_every: float | None = None) -> int:
     spec = read_job_file(file)
-    instructor = load_instructor(spec)
+    instructor = load_instructor(spec, database_url=db_url)
     planned = [(u.key, u.payload) for u in instructor.plan()]
     with contextlib.ExitStack() as stack:
         if dry_run:
@@ -31,7 +31,7 @@ def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency:
 
             sim = stack.enter_context(Simulator(SimConfig(latency=sim_latency, jitter=sim_latency / 2)))
             spec = spec.with_simulator(sim.base_url)
-            instructor = load_instructor(spec)
+            instructor = load_instructor(spec, database_url=db_url)
             say(f"dry run: every teacher is the simulator at {sim.base_url}")
         spec.check_keys()
         asyncio.run(check_reachable(spec))

@@ -9,7 +9,7 @@ from gen.config import JobSpec, TeacherSpec
 from gen.errors import TeacherUnavailable
 from gen.providers import make_provider
 from gen.ratelimit import LocalRateLimiter, RateLimiter
-from gen.teacher import Meter, Teacher
+from gen.teacher import Meter, TeacherClient
 
 LimiterFactory = Callable[[TeacherSpec], RateLimiter]
 
@@ -19,14 +19,14 @@ def local_limiter(spec: TeacherSpec) -> RateLimiter:
 
 
 def build_teachers(job: JobSpec, *, meter: Meter, limiter_factory: LimiterFactory = local_limiter
-                   ) -> dict[str, Teacher]:
-    """One Teacher per name in the job file. Raises MissingKeyError before anything is sent."""
+                   ) -> dict[str, TeacherClient]:
+    """One TeacherClient per name in the job file. Raises MissingKeyError before anything is sent."""
     job.check_keys()
-    return {name: Teacher(spec, make_provider(spec), limiter_factory(spec), meter)
+    return {name: TeacherClient(spec, make_provider(spec), limiter_factory(spec), meter)
             for name, spec in job.teachers.items()}
 
 
-async def close_teachers(teachers: dict[str, Teacher]) -> None:
+async def close_teachers(teachers: dict[str, TeacherClient]) -> None:
     for teacher in teachers.values():
         try:
             await teacher.aclose()

@@ -1,23 +1,48 @@
-"""The instructor plugin surface: options, `plan()` and `run()`.
+"""The instructor plugin surface: typed options, `plan()` and `run()`, and the services the core hands in.
 
 An instructor never knows which driver runs it (`gen run` or a Celery worker) nor which provider answers:
-`run()` receives the unit and a mapping of teacher name -> teacher, and returns records. It must be
-deterministic given its inputs and the replies it gets, so a unit that is run again replays the calls
+`run()` receives the unit and a mapping of teacher name -> `gen.types.Teacher`, and returns records. It must
+be deterministic given its inputs and the replies it gets, so a unit that is run again replays the calls
 already made instead of paying for them twice (seed any randomness from `unit.key`).
+
+Instructors never open the database. What they need from it reaches them as `JobServices`, built by the
+execution core: `earlier` reads earlier jobs' conversations (at plan time), `seen` is the job's near-duplicate
+index shared by every worker (at run time).
+
+A plugin in one screen::
+
+    class EchoOptions(InstructorOptions):
+        prompts: list[str]
+
+    class Echo(Instructor[EchoOptions]):
+        name = "echo"
+        Options = EchoOptions
+
+        def plan(self):
+            for i, p in enumerate(self.options.prompts):
+                yield PlannedUnit(f"p{i}", {"prompt": p})
+
+        async def run(self, unit, teachers):
+            reply = await teachers["main"].chat([{"role": "user", "content": unit.payload["prompt"]}])
+            return [NewRecord(unit.key, [{"role": "user", "content": unit.payload["prompt"]},
+                                         {"role": "assistant", "content": reply.text}])]
 """
 from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gen.config import JobSpec
 from gen.errors import JobFileError
-from gen.types import NewRecord
+from gen.types import NewRecord, Teacher
+
+if TYPE_CHECKING:
+    from gen.sources import SourceConversation
 
 
 class InstructorOptions(BaseModel):
@@ -43,18 +68,62 @@ class UnitInput:
         return random.Random(self.key)
 
 
-class Instructor(ABC):
+class SeenTexts(Protocol):
+    """The job's near-duplicate index, shared by every worker of the job (gen.neardup.NearDupIndex)."""
+
+    async def add_if_new(self, scope: str, text: str, *, key: str | None = None, threshold: float = 0.8) -> bool:
+        """True (and remembered) when no text of `scope` seen so far in the job is a near-duplicate of `text`."""
+        ...
+
+
+class EarlierJobs(Protocol):
+    """Earlier jobs' records, read at plan time (gen.core.services.DatabaseEarlierJobs)."""
+
+    def conversations(self, ref: str, *, label: str, option: str) -> "list[SourceConversation]":
+        """The conversation records of job `ref` (id or name); JobFileError naming `option` when there are none."""
+        ...
+
+
+@dataclass
+class JobServices:
+    """What the execution core hands an instructor instead of a database."""
+
+    earlier: EarlierJobs | None = None
+    seen: SeenTexts | None = None
+
+
+O = TypeVar("O", bound=InstructorOptions)
+
+
+class Instructor(ABC, Generic[O]):
     name: ClassVar[str]
     summary: ClassVar[str] = ""
     Options: ClassVar[type[InstructorOptions]] = InstructorOptions
     teacher_roles: ClassVar[tuple[str, ...]] = ("main",)
+    calls_per_unit: ClassVar[dict[str, float]] = {}  # expected calls per unit by teacher role (estimates)
 
-    def __init__(self, options: InstructorOptions, job: JobSpec):
-        self.options = options
+    def __init__(self, options: O, job: JobSpec, services: JobServices | None = None):
+        self.options: O = options
         self.job = job
+        self.services = services or JobServices()
+
+    def earlier_conversations(self, ref: str, *, option: str) -> "list[SourceConversation]":
+        """An earlier job's conversations, through the services the core gave (never a database of our own)."""
+        if self.services.earlier is None:
+            raise JobFileError(self.job.source, [f"{option}: reading job '{ref}' needs the gen database, "
+                                                 "which this command does not open"])
+        return self.services.earlier.conversations(ref, label=self.job.source, option=option)
+
+    async def is_new_text(self, scope: str, text: str, *, key: str | None = None,
+                          threshold: float | None) -> bool:
+        """True unless the job's near-duplicate index already holds a near-duplicate of `text` (always True
+        when the core gave no index or the threshold is None: near-duplicate removal off)."""
+        if self.services.seen is None or threshold is None:
+            return True
+        return await self.services.seen.add_if_new(scope, text, key=key, threshold=threshold)
 
     @classmethod
-    def from_job(cls, job: JobSpec) -> "Instructor":
+    def from_job(cls, job: JobSpec, services: JobServices | None = None) -> "Instructor[Any]":
         """Validate the job's instructor block against `Options` and check the teachers it needs exist."""
         try:
             options = cls.Options.model_validate(job.instructor)
@@ -63,10 +132,10 @@ class Instructor(ABC):
         for role, problem in cls.required_teachers(options).items():
             if role not in job.teachers:
                 raise JobFileError(job.source, [problem])
-        return cls(options, job)
+        return cls(options, job, services)
 
     @classmethod
-    def required_teachers(cls, options: InstructorOptions) -> dict[str, str]:
+    def required_teachers(cls, options: Any) -> dict[str, str]:
         """Teacher name -> the error shown when the job file lacks it. Override to add teachers that only
         some options need (a judge, a solver)."""
         uses = ", ".join(cls.teacher_roles)
@@ -78,7 +147,7 @@ class Instructor(ABC):
         """The units of work, each with a key unique within the job. Called once, when the job is created."""
 
     @abstractmethod
-    async def run(self, unit: UnitInput, teachers: Mapping[str, Any]) -> list[NewRecord]:
+    async def run(self, unit: UnitInput, teachers: Mapping[str, Teacher]) -> list[NewRecord]:
         """Do one unit with the teachers given and return its records (raise OutputRejected to reject it)."""
 
 

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from gen.errors import JobFileError
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
-from gen.types import Message, NewRecord
+from gen.types import Message, NewRecord, Teacher
 
 
 class RespondOptions(InstructorOptions):
@@ -28,13 +28,13 @@ class RespondOptions(InstructorOptions):
         return self
 
 
-class RespondInstructor(Instructor):
+class RespondInstructor(Instructor[RespondOptions]):
     name = "respond"
     summary = "Answer prompts given inline or from a JSONL/text file, one call each."
     Options = RespondOptions
 
     def plan(self) -> Iterator[PlannedUnit]:
-        opts: RespondOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         prompts = list(opts.prompts or [])
         if opts.prompts_file:
             prompts += read_prompts(str(self.job.resolve_path(opts.prompts_file)), self.job.source)
@@ -43,8 +43,8 @@ class RespondInstructor(Instructor):
         for i, prompt in enumerate(prompts):
             yield PlannedUnit(key=f"{i:07d}", payload={"prompt": prompt})
 
-    async def run(self, unit: UnitInput, teachers: Mapping[str, Any]) -> list[NewRecord]:
-        opts: RespondOptions = self.options  # type: ignore[assignment]
+    async def run(self, unit: UnitInput, teachers: Mapping[str, Teacher]) -> list[NewRecord]:
+        opts = self.options
         messages: list[Message] = []
         if opts.system:
             messages.append({"role": "system", "content": opts.system})

@@ -1,7 +1,7 @@
 """`riddles`: the teacher writes riddles in batches; duplicates are dropped across the whole job.
 
 Exact duplicates (same normalised question) are dropped by their record key; near-duplicates by the job's
-near-duplicate index (gen.neardup), when the execution core has given the instructor one (`self.neardup`).
+near-duplicate index (gen.neardup), through the job services the execution core gives every instructor (`self.is_new_text`).
 With `verify: true` each new riddle is answered blind by the `solver` teacher and a `judge` teacher decides
 whether the two answers agree (JSON per `schemas/riddle_verdict.schema.json`); a riddle they disagree on is kept
 as a record of kind "rejected" (`on_disagreement: reject`) or kept with meta `verified: false` (`flag`).
@@ -20,7 +20,7 @@ from pydantic import Field
 from gen.errors import OutputRejected
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
 from gen.schemas import load_schema
-from gen.types import NewRecord
+from gen.types import NewRecord, Teacher
 
 DEFAULT_TOPICS = [
     "everyday objects", "nature and weather", "animals", "numbers and counting", "words and letters",
@@ -76,14 +76,13 @@ def batch_schema(n: int) -> dict[str, Any]:
     return schema
 
 
-class RiddlesInstructor(Instructor):
+class RiddlesInstructor(Instructor[RiddlesOptions]):
     name = "riddles"
     summary = "Riddles with answers, written in batches; duplicates removed across the job."
     Options = RiddlesOptions
-    neardup = None  # set by the execution core to a gen.neardup.NearDupIndex for the job
 
     @classmethod
-    def required_teachers(cls, options: RiddlesOptions) -> dict[str, str]:  # type: ignore[override]
+    def required_teachers(cls, options: RiddlesOptions) -> dict[str, str]:
         needed = super().required_teachers(options)
         if options.verify:
             for role in VERIFY_ROLES:
@@ -92,15 +91,15 @@ class RiddlesInstructor(Instructor):
         return needed
 
     def plan(self) -> Iterator[PlannedUnit]:
-        opts: RiddlesOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         batches = math.ceil(opts.count / opts.batch_size)
         for b in range(batches):
             n = min(opts.batch_size, opts.count - b * opts.batch_size)
             yield PlannedUnit(key=f"batch-{b:05d}", payload={"n": n, "topic": opts.topics[b % len(opts.topics)],
                                                               "batch": b + 1})
 
-    async def run(self, unit: UnitInput, teachers: Mapping[str, Any]) -> list[NewRecord]:
-        opts: RiddlesOptions = self.options  # type: ignore[assignment]
+    async def run(self, unit: UnitInput, teachers: Mapping[str, Teacher]) -> list[NewRecord]:
+        opts = self.options
         p = unit.payload
         messages = []
         if opts.system:
@@ -133,10 +132,8 @@ class RiddlesInstructor(Instructor):
         return records + rejected
 
     async def _is_new(self, question: str, key: str) -> bool:
-        threshold = self.options.near_duplicate_threshold  # type: ignore[attr-defined]
-        if self.neardup is None or threshold is None:
-            return True
-        return await self.neardup.add_if_new("riddles", question, key=key, threshold=threshold)
+        threshold = self.options.near_duplicate_threshold
+        return await self.is_new_text("riddles", question, key=key, threshold=threshold)
 
 
 def riddle_key(question: str) -> str:

@@ -25,7 +25,7 @@ from gen.instructors.coding.answers import (
 )
 from gen.neardup import normalise
 from gen.schemas import load_schema
-from gen.types import Message, NewRecord
+from gen.types import Message, NewRecord, Teacher
 
 DEFAULT_TOPICS = [
     "string processing", "files and directories", "data structures", "algorithms", "dates and times",
@@ -81,14 +81,13 @@ def combine(results: list[CodeCheck]) -> CodeCheck:
     return next((r for r in results if r.status == UNCHECKED), CodeCheck(UNCHECKED, None, "no code"))
 
 
-class CodingInstructor(Instructor):
+class CodingInstructor(Instructor[CodingOptions]):
     name = "coding"
     summary = "Coding tasks answered twice: explained with a fenced block, and PLAINFORMAT (code only); code checked."
     Options = CodingOptions
-    neardup = None  # set by the execution core to a gen.neardup.NearDupIndex for the job
 
     def plan(self) -> Iterator[PlannedUnit]:
-        opts: CodingOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         units = math.ceil(opts.count / opts.tasks_per_unit)
         langs, topics, software = opts.languages, opts.topics, opts.related_software
         for b in range(units):
@@ -101,8 +100,8 @@ class CodingInstructor(Instructor):
                 "n": n, "language": langs[b % len(langs)], "topic": topics[(b // len(langs)) % len(topics)],
                 "software": chosen, "batch": b + 1})
 
-    async def run(self, unit: UnitInput, teachers: Mapping[str, Any]) -> list[NewRecord]:
-        opts: CodingOptions = self.options  # type: ignore[assignment]
+    async def run(self, unit: UnitInput, teachers: Mapping[str, Teacher]) -> list[NewRecord]:
+        opts = self.options
         p = unit.payload
         teacher = teachers["main"]
         language = p["language"]
@@ -133,15 +132,13 @@ class CodingInstructor(Instructor):
         return accepted + rejected
 
     async def _is_new(self, scope: str, text: str, key: str) -> bool:
-        threshold = self.options.near_duplicate_threshold  # type: ignore[attr-defined]
-        if self.neardup is None or threshold is None:
-            return True
-        return await self.neardup.add_if_new(scope, text, key=key, threshold=threshold)
+        threshold = self.options.near_duplicate_threshold
+        return await self.is_new_text(scope, text, key=key, threshold=threshold)
 
     async def _answer(self, teacher: Any, variant: str, task: str, language: str, key: str,
                       meta: dict[str, Any]) -> NewRecord:
         """One variant of one task: a conversation, or a record of kind "rejected" saying why."""
-        opts: CodingOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         plain = variant == "plainformat"
         instruction = plain_instruction(task) if plain else task
         request = plain_request(task, language) if plain else normal_request(task, language)

@@ -24,8 +24,8 @@ from gen.errors import OutputRejected
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
 from gen.instructors.dpo_reroll.choosing import (DEFAULT_JUDGE_CRITERIA, Decision, by_judge, by_length,
                                                  rejected_with, similarity)
-from gen.sources import read_conversation_file, read_job_conversations
-from gen.types import Message, NewRecord
+from gen.sources import read_conversation_file
+from gen.types import Message, NewRecord, Teacher
 
 log = logging.getLogger("gen.instructors.dpo_reroll")
 
@@ -83,7 +83,7 @@ def reroll_messages(context: list[Message], instruction: str, where: str) -> lis
     return messages  # type: ignore[return-value]
 
 
-class DpoRerollInstructor(Instructor):
+class DpoRerollInstructor(Instructor[DpoRerollOptions]):
     name = "dpo_reroll"
     summary = ("Preference pairs: existing answers rerolled under a stronger prompt; the reroll, a judge "
                "(asked twice, order swapped; only with choose: judge) or length picks the winner.")
@@ -91,7 +91,7 @@ class DpoRerollInstructor(Instructor):
     teacher_roles = ("reroll", "judge")
 
     @classmethod
-    def required_teachers(cls, options: DpoRerollOptions) -> dict[str, str]:  # type: ignore[override]
+    def required_teachers(cls, options: DpoRerollOptions) -> dict[str, str]:
         """`reroll` is always needed, `judge` only with choose: judge."""
         needed = ["reroll"] + (["judge"] if options.choose == "judge" else [])
         return {role: f"teachers: instructor '{cls.name}' needs a teacher named '{role}'"
@@ -103,9 +103,9 @@ class DpoRerollInstructor(Instructor):
         """A unit per (source, assistant turn to reroll), keyed by uuid5 of its context; a context seen before
         is planned once. A source file's bad lines become units of their own that settle as rejected with the
         reason (no call made), so `gen status` and the database keep them."""
-        opts: DpoRerollOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         if opts.source_job:
-            sources, bad_lines = read_job_conversations(opts.source_job, label=self.job.source), []
+            sources, bad_lines = self.earlier_conversations(opts.source_job, option="instructor.source_job"), []
         else:
             read = read_conversation_file(self.job.resolve_path(opts.source_file or ""), shown_as=opts.source_file
                                           or "", label=self.job.source)
@@ -135,8 +135,8 @@ class DpoRerollInstructor(Instructor):
                 "file": bad.file, "line": bad.line, "reason": bad.reason}})
 
     # one pair ---------------------------------------------------------------------------------------------
-    async def run(self, unit: UnitInput, teachers: Mapping[str, Any]) -> list[NewRecord]:
-        opts: DpoRerollOptions = self.options  # type: ignore[assignment]
+    async def run(self, unit: UnitInput, teachers: Mapping[str, Teacher]) -> list[NewRecord]:
+        opts = self.options
         p = unit.payload
         if "skipped" in p:
             s = p["skipped"]

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from gen.errors import JobFileError
-from gen.sources import read_job_conversations
+from gen.sources import SourceConversation
 from gen.instructors.systemchat.constraints import parse_constraints
 
 PROMPT_FIELDS = ("prompt", "system_prompt", "system", "text")
@@ -103,10 +103,10 @@ def read_prompt_file(path: Path, *, job_source: str, option: str) -> list[Prompt
     return entries
 
 
-def entries_from_job(ref: str, *, job_source: str, option: str = "system_prompts_job") -> list[PromptEntry]:
-    """The prompts a `system_prompts` job stored: each record's assistant turn, with its category and constraints.
-    Read once, at plan time, through `gen.sources` (the one place instructors' inputs come from other jobs)."""
-    found = read_job_conversations(ref, label=job_source, option=f"instructor.{option}")
+def entries_from_job(found: list[SourceConversation], *, job_source: str,
+                     option: str = "system_prompts_job") -> list[PromptEntry]:
+    """The prompts a `system_prompts` job stored (`found`, read once at plan time through the job services):
+    each record's assistant turn, with its category and constraints."""
     job_id, instructor = found[0].link["job_id"], found[0].author["instructor"]
     if instructor != "system_prompts":
         raise JobFileError(job_source, [f"instructor.{option}: job {job_id} is a '{instructor}' job, "

@@ -22,7 +22,7 @@ from gen.instructors.systemchat.prompts import CATEGORIES, prompt_writer_message
 from gen.instructors.systemchat.similarity import NearDuplicates, text_key
 from gen.instructors.systemchat.sources import PromptEntry, read_prompt_file
 from gen.schemas import load_schema
-from gen.types import NewRecord
+from gen.types import NewRecord, Teacher
 
 
 class SystemPromptsOptions(InstructorOptions):
@@ -65,20 +65,20 @@ def prompt_record(entry: PromptEntry, **meta: Any) -> NewRecord:
     )
 
 
-class SystemPromptsInstructor(Instructor):
+class SystemPromptsInstructor(Instructor[SystemPromptsOptions]):
     name = "system_prompts"
     summary = "Diverse system prompts by category (mechanical, persona, guardrails, ...), for systemchat."
     Options = SystemPromptsOptions
 
     def seeds(self) -> list[PromptEntry]:
-        opts: SystemPromptsOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         if not opts.seeds_file:
             return []
         return read_prompt_file(self.job.resolve_path(opts.seeds_file), job_source=self.job.source,
                                 option="seeds_file")
 
     def plan(self) -> Iterator[PlannedUnit]:
-        opts: SystemPromptsOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         seeds = self.seeds()
         if seeds and opts.include_seeds:
             yield PlannedUnit(key="seeds", payload={"seeds": [s.to_payload() for s in seeds]})
@@ -92,17 +92,14 @@ class SystemPromptsInstructor(Instructor):
                 "n": min(opts.batch_size, opts.count - b * opts.batch_size), "category": category, "batch": b + 1,
                 "examples": examples, "compare": seed_texts})
 
-    neardup = None  # set by the execution core to the job's gen.neardup.NearDupIndex (shared by all workers)
 
     async def _new_in_job(self, text: str) -> bool:
         """Near-duplicates of any prompt already kept anywhere in this job (MinHash, across workers)."""
-        threshold = self.options.job_near_duplicate_threshold  # type: ignore[attr-defined]
-        if self.neardup is None or threshold is None:
-            return True
-        return await self.neardup.add_if_new("system_prompts", text, threshold=threshold)
+        threshold = self.options.job_near_duplicate_threshold
+        return await self.is_new_text("system_prompts", text, threshold=threshold)
 
-    async def run(self, unit: UnitInput, teachers: Mapping[str, Any]) -> list[NewRecord]:
-        opts: SystemPromptsOptions = self.options  # type: ignore[assignment]
+    async def run(self, unit: UnitInput, teachers: Mapping[str, Teacher]) -> list[NewRecord]:
+        opts = self.options
         p = unit.payload
         if "seeds" in p:
             return [prompt_record(PromptEntry(s["system_prompt"], s["category"], tuple(s["constraints"]),

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 
 from gen.config import JobSpec
 from gen.errors import JobFileError, OutputRejected
-from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
+from gen.instructors.base import Instructor, InstructorOptions, JobServices, PlannedUnit, UnitInput
 from gen.instructors.systemchat.constraints import constraint_problems, parse_constraints
 from gen.instructors.systemchat.conversation import Conversation, ConversationPlan, ConversationStopped
 from gen.instructors.systemchat.filters import DEFAULT_FILTER_PHRASES, TurnFilter
@@ -25,7 +25,7 @@ from gen.instructors.systemchat.judge import TurnScore, judge_messages, judge_sc
 from gen.instructors.systemchat.prompts import DEFAULT_INTENTS, USER_STYLES
 from gen.instructors.systemchat.similarity import normalise
 from gen.instructors.systemchat.sources import PromptEntry, entries_from_job, entry_from, read_prompt_file
-from gen.types import Message, NewRecord
+from gen.types import Message, NewRecord, Teacher
 
 
 class SystemChatOptions(InstructorOptions):
@@ -66,14 +66,14 @@ class SystemChatOptions(InstructorOptions):
         return self
 
 
-class SystemChatInstructor(Instructor):
+class SystemChatInstructor(Instructor[SystemChatOptions]):
     name = "systemchat"
     summary = "Multi-turn conversations that keep to a system prompt; simulated user, per-turn judge, checks."
     Options = SystemChatOptions
     teacher_roles = ("user", "assistant")  # and "judge" unless `judge: false` (see required_teachers)
 
     @classmethod
-    def required_teachers(cls, options: SystemChatOptions) -> dict[str, str]:  # type: ignore[override]
+    def required_teachers(cls, options: SystemChatOptions) -> dict[str, str]:
         needed = super().required_teachers(options)
         if options.judge:
             needed["judge"] = ("teachers: instructor 'systemchat' needs a teacher named 'judge' "
@@ -81,26 +81,29 @@ class SystemChatInstructor(Instructor):
         return needed
 
     @classmethod
-    def from_job(cls, job: JobSpec) -> "SystemChatInstructor":
-        instructor = super().from_job(job)
-        opts: SystemChatOptions = instructor.options  # type: ignore[assignment]
+    def from_job(cls, job: JobSpec, services: JobServices | None = None) -> "SystemChatInstructor":
+        instructor = super().from_job(job, services)
+        opts = instructor.options
         try:
             for entry in opts.system_prompts or []:
                 entry_from(entry, source="inline")
         except ValueError as exc:
             raise JobFileError(job.source, [f"instructor.system_prompts: {exc}"]) from None
-        return instructor  # type: ignore[return-value]
+        assert isinstance(instructor, SystemChatInstructor)
+        return instructor
 
     def entries(self) -> list[PromptEntry]:
         """Every system prompt from every source given, exact duplicates (normalised text) dropped."""
-        opts: SystemChatOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         found = [entry_from(e, source="inline") for e in opts.system_prompts or []]
         files = opts.system_prompts_file
         for path in [files] if isinstance(files, str) else files or []:
             found += read_prompt_file(self.job.resolve_path(path), job_source=self.job.source,
                                       option="system_prompts_file")
         if opts.system_prompts_job:
-            found += entries_from_job(opts.system_prompts_job, job_source=self.job.source)
+            found += entries_from_job(self.earlier_conversations(opts.system_prompts_job,
+                                                                option="instructor.system_prompts_job"),
+                                      job_source=self.job.source)
         unique: dict[str, PromptEntry] = {}
         for entry in found:
             unique.setdefault(normalise(entry.prompt), entry)
@@ -108,7 +111,7 @@ class SystemChatInstructor(Instructor):
 
     def plan(self) -> Iterator[PlannedUnit]:
         """Prompts shuffled (seeded by the job name) and used in turn; `no_system_ratio` of the units get none."""
-        opts: SystemChatOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         entries = self.entries() if opts.no_system_ratio < 1 else []
         if opts.no_system_ratio < 1 and not entries:
             raise JobFileError(self.job.source, ["instructor: the system prompt sources given hold no prompts"])
@@ -125,8 +128,8 @@ class SystemChatInstructor(Instructor):
                 used += 1
             yield PlannedUnit(key=f"conv-{i:06d}", payload=payload)
 
-    async def run(self, unit: UnitInput, teachers: Mapping[str, Any]) -> list[NewRecord]:
-        opts: SystemChatOptions = self.options  # type: ignore[assignment]
+    async def run(self, unit: UnitInput, teachers: Mapping[str, Teacher]) -> list[NewRecord]:
+        opts = self.options
         p = unit.payload
         rng = unit.rng()
         turns = rng.randint(opts.min_turns, opts.max_turns)

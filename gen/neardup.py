@@ -139,7 +139,6 @@ class NearDupIndex:
     def __init__(self, store: Any, job_id: str):
         self.store = store
         self.job_id = job_id
-        self._tables_ready = False
 
     async def add_if_new(self, scope: str, text: str, *, key: str | None = None,
                          threshold: float = DEFAULT_THRESHOLD) -> bool:
@@ -157,7 +156,6 @@ class NearDupIndex:
         """The whole check in one transaction (see the module's docstring); blocking."""
         if not 0 < threshold <= 1:
             raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
-        self._ensure_tables()
         key = key or text_key(text)
         sig = signature(text)
         bands = band_hashes(sig, *lsh_bands(round(threshold, 4)))
@@ -222,17 +220,6 @@ class NearDupIndex:
             text=text, created_at=utcnow()).on_conflict_do_nothing(index_elements=["job_id", "scope", "item_key"])
         with self.store.engine.begin() as conn:
             conn.execute(statement)  # once per item: a rerun that drops it again counts nothing more
-
-    def _ensure_tables(self) -> None:
-        """New databases get these tables with the rest; one made before them gets them here, once."""
-        if self._tables_ready:
-            return
-        for model in (NearDupSignature, NearDupBand, NearDuplicate):
-            try:
-                model.__table__.create(self.store.engine, checkfirst=True)
-            except (IntegrityError, OperationalError, ProgrammingError):
-                pass  # another worker created it at the same moment
-        self._tables_ready = True
 
 
 __all__ = ["NearDupIndex", "Verdict", "signature", "estimated_jaccard", "lsh_bands", "normalise", "text_key",

@@ -133,16 +133,3 @@ def test_two_workers_adding_near_duplicates_at_once_exactly_one_wins(db_url):
         s.close()
 
 
-def test_a_database_made_before_the_index_gets_its_tables(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    store = Store(url)
-    with store.engine.begin() as conn:
-        for table in ("near_duplicates", "neardup_bands", "neardup_signatures"):
-            conn.execute(text(f"DROP TABLE {table}"))
-    job_id = new_job(store)
-    assert store.near_duplicates(job_id) == 0
-    index = NearDupIndex(store, job_id)
-    assert index.add_if_new_sync("riddles", KEYS) is True
-    assert index.add_if_new_sync("riddles", KEYS_AGAIN) is False
-    assert store.near_duplicates(job_id) == 1
-    store.close()

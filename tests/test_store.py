@@ -93,12 +93,13 @@ def test_failed_units_are_retried_until_attempts_run_out(db_url):
     assert store.runnable_unit_ids(job.id, max_attempts=2) == []
 
 
-def test_a_newer_schema_version_is_refused_with_a_clear_message(db_url):
+def test_a_database_upgraded_by_a_newer_gen_is_refused_with_a_clear_message(db_url):
     store = Store(db_url)
     with store.engine.begin() as conn:
-        conn.execute(text("UPDATE gen_meta SET value = '999' WHERE key = 'schema_version'"))
+        conn.execute(text("INSERT INTO gen_migrations (name, applied_at) VALUES ('9999_from_the_future', "
+                          "CURRENT_TIMESTAMP)"))
     store.close()
-    with pytest.raises(StoreError, match="schema version 999, newer than this gen"):
+    with pytest.raises(StoreError, match="upgraded by a newer gen .migration 9999_from_the_future.: upgrade gen"):
         Store(db_url)
 
 

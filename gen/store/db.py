@@ -3,16 +3,13 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
-from sqlmodel import SQLModel, create_engine, select
+from sqlmodel import create_engine
 
 from gen.errors import StoreError
-from gen.store.models import SCHEMA_VERSION, Meta
-
-# Migrations from version N to N+1, applied in order to an older database. Append only.
-MIGRATIONS: dict[int, list[str]] = {}
+from gen.store.migrations import BeingCreated, migrate
 
 
 def normalise_url(url: str) -> str:
@@ -57,7 +54,8 @@ SCHEMA_LOCK = 7412001  # a PostgreSQL advisory lock id: one process at a time pr
 
 
 def prepare_schema(engine: Engine) -> None:
-    """Create the tables on a new database; migrate an older one; refuse a newer one with a clear message.
+    """Create the tables on a new database; apply the named migrations an older one lacks (gen.store.migrations);
+    refuse a newer one with a clear message.
 
     Safe when several workers start at once on a new database: on PostgreSQL the whole step runs in one
     transaction under an advisory lock (DDL is transactional there); on SQLite a lost race is retried."""
@@ -68,9 +66,9 @@ def prepare_schema(engine: Engine) -> None:
             with engine.begin() as conn:
                 if engine.dialect.name == "postgresql":
                     conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
-                _prepare(conn, engine)
+                migrate(conn, describe=redact(str(engine.url)))
             return
-        except _BeingCreated:
+        except BeingCreated:
             if last:
                 raise StoreError(f"{redact(str(engine.url))} has a gen_meta table without a schema version") from None
         except OperationalError as exc:
@@ -81,35 +79,3 @@ def prepare_schema(engine: Engine) -> None:
             if last:
                 raise
         time.sleep(0.05 * (1 + attempt % 5))  # another process is creating the schema this moment
-
-
-class _BeingCreated(Exception):
-    """gen_meta exists but its version row does not yet: another process is between the two (SQLite)."""
-
-
-def _prepare(conn, engine: Engine) -> None:
-    names = set(inspect(conn).get_table_names())
-    if "gen_meta" not in names:
-        if names & {"jobs", "units", "calls", "records"}:
-            raise StoreError(f"{redact(str(engine.url))} holds tables that gen did not make (no gen_meta table)")
-        SQLModel.metadata.create_all(conn)
-        conn.execute(Meta.__table__.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-        return
-    SQLModel.metadata.create_all(conn)  # tables added since (append-only): created if missing, others untouched
-    row = conn.execute(select(Meta.__table__.c.value).where(Meta.__table__.c.key == "schema_version")).first()
-    if row is None:
-        raise _BeingCreated()
-    version = int(row[0])
-    if version > SCHEMA_VERSION:
-        raise StoreError(f"the database is at schema version {version}, newer than this gen understands "
-                         f"({SCHEMA_VERSION}): upgrade gen")
-    while version < SCHEMA_VERSION:
-        steps = MIGRATIONS.get(version)
-        if steps is None:
-            raise StoreError(f"no migration from schema version {version}; export your data with the gen "
-                             "that made it, then start a new database")
-        for statement in steps:
-            conn.exec_driver_sql(statement)
-        version += 1
-        conn.execute(Meta.__table__.update().where(Meta.__table__.c.key == "schema_version")
-                     .values(value=str(version)))

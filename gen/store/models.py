@@ -7,21 +7,10 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
-
+from gen.store.states import JobState, UnitState
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-class UnitState:
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    REJECTED = "rejected"
-    FAILED = "failed"
-    FINISHED = (DONE, REJECTED)
-    ALL = (PENDING, RUNNING, DONE, REJECTED, FAILED)
 
 
 class Meta(SQLModel, table=True):
@@ -37,17 +26,22 @@ class Job(SQLModel, table=True):
     instructor: str = Field(max_length=64)
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     spec_hash: str = Field(max_length=64)
-    status: str = Field(default="active", max_length=32)  # active | finished | cancelled | stopped | blocked
+    status: str = Field(default=JobState.ACTIVE, max_length=32)  # gen.store.states.JobState
     queue: str = Field(default="gen", max_length=64)
     status_reason: Optional[str] = Field(default=None, sa_column=Column(Text))
-    unit_count: int = 0
+    unit_count: int = 0  # units planned so far (all of them once planning_done)
+    planned_units: int = 0  # how far the instructor's plan has been read (planning resumes from here)
+    planning_done: bool = True
+    driver: Optional[str] = Field(default=None, max_length=128)  # the `gen run` process holding the job (pid@host)
+    driver_until: Optional[datetime] = None  # ...while this is in the future (renewed by its heartbeat)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
 
 class Unit(SQLModel, table=True):
     __tablename__ = "units"
-    __table_args__ = (UniqueConstraint("job_id", "key"), Index("ix_units_job_state", "job_id", "state"))
+    __table_args__ = (UniqueConstraint("job_id", "key"), Index("ix_units_job_state", "job_id", "state"),
+                      Index("ix_units_job_seq", "job_id", "seq"))
     id: Optional[int] = Field(default=None, primary_key=True)
     job_id: str = Field(foreign_key="jobs.id", max_length=32)
     seq: int = 0
@@ -60,6 +54,8 @@ class Unit(SQLModel, table=True):
     raw_output: Optional[str] = Field(default=None, sa_column=Column(Text))
     worker: Optional[str] = Field(default=None, max_length=128)
     lease_until: Optional[datetime] = None  # a running unit whose lease has passed was lost with its worker
+    lease_token: int = 0  # raised by every claim: writes for the unit carry it, so a worker that lost it writes nothing
+    dispatched_at: Optional[datetime] = None  # when a message for the unit was last sent to the queue
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
 

@@ -337,13 +337,9 @@ class Store:
             last = rows[-1].id
 
     def near_duplicates(self, job_id: str) -> int:
-        """Generated texts dropped as near-duplicates in a job (gen.neardup); 0 where the table is not there yet."""
-        from sqlalchemy import inspect as sa_inspect
-
+        """Generated texts dropped as near-duplicates in a job (gen.neardup)."""
         from gen.store.models import NearDuplicate
 
-        if not sa_inspect(self.engine).has_table(NearDuplicate.__tablename__):
-            return 0
         with self.session() as s:
             return int(s.exec(select(func.count()).select_from(NearDuplicate)
                               .where(NearDuplicate.job_id == job_id)).one())

@@ -110,7 +110,8 @@ def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, in
     from sqlalchemy import text
 
     from gen.store import Store
-    from worker.dispatch import enqueue_job_file
+    from gen.core.fleet import enqueue_job_file
+    from worker.dispatch import CeleryDispatcher
 
     fresh_state()
     folder = Path(tempfile.mkdtemp(prefix="gen-fleet-bench-"))
@@ -124,7 +125,7 @@ def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, in
         rss: dict[int, float] = {}
         started_wall = time.time()
         started = time.monotonic()
-        job = enqueue_job_file(DB_URL, job_file)
+        job = enqueue_job_file(DB_URL, job_file, CeleryDispatcher(os.environ["GEN_REDIS_URL"]))
         enqueued = time.monotonic() - started
         stats_url = base.rsplit("/v1", 1)[0] + "/sim/stats"
         while json.load(urllib.request.urlopen(stats_url))["requests"] == 0 and time.monotonic() - started < 30:

@@ -116,6 +116,7 @@ def status(ctx: click.Context, job: str | None, as_json: bool, watch: bool, ever
     import time
 
     from gen.core.report import status_dict, status_lines
+    from gen.store.states import HALTED
 
     store = open_store(ctx)
     if job is None:
@@ -134,7 +135,7 @@ def status(ctx: click.Context, job: str | None, as_json: bool, watch: bool, ever
             for line in status_lines(store, found):
                 click.echo(line)
         d = status_dict(store, found)
-        settled = d["units"]["pending"] == d["units"]["running"] == 0 or found.status in ("cancelled", "stopped")
+        settled = d["units"]["pending"] == d["units"]["running"] == 0 or found.status in HALTED
         if not watch or settled:
             return
         time.sleep(every)
@@ -149,9 +150,10 @@ def status(ctx: click.Context, job: str | None, as_json: bool, watch: bool, ever
 @handle_errors
 def enqueue(ctx: click.Context, file: Path, queue: str, force_new: bool, no_key_check: bool) -> None:
     """Record a job and send its units to the worker fleet; returns at once."""
-    from worker.dispatch import enqueue_job_file
+    from gen.core.fleet import enqueue_job_file
 
-    job = enqueue_job_file(ctx.obj["db"], file, queue=queue, force_new=force_new, check_keys=not no_key_check)
+    job = enqueue_job_file(ctx.obj["db"], file, _dispatcher(), queue=queue, force_new=force_new,
+                           check_keys=not no_key_check)
     click.echo(job.id)
     click.echo(f"gen enqueue: job {job.id} ('{job.name}'): {job.unit_count} units sent to queue '{queue}'; "
                f"watch with: gen status {job.id} --watch", err=True)
@@ -190,9 +192,12 @@ def worker(concurrency: int, queues: str, hostname: str | None, loglevel: str, e
 @handle_errors
 def cancel(ctx: click.Context, job: str) -> None:
     """Stop dispatching a job's units; calls in flight finish and are kept."""
+    from gen.store.states import JobState
+
     store = open_store(ctx)
     found = store.find_job(job)
-    store.set_job_status(found.id, "cancelled", "cancelled by gen cancel")
+    if not store.set_job_status(found.id, JobState.CANCELLED, "cancelled by gen cancel"):
+        raise UsageError(f"job {found.id} is {found.status}: nothing to cancel")
     click.echo(f"gen cancel: job {found.id} cancelled; units in flight finish; `gen resume {found.id}` continues it",
                err=True)
 
@@ -205,12 +210,20 @@ def cancel(ctx: click.Context, job: str) -> None:
 @handle_errors
 def resume(ctx: click.Context, job: str, budget_usd: float | None) -> None:
     """Send again every unit of a job that is not finished and not in flight (after a cancel, budget stop or lost queue)."""
-    from worker.dispatch import resume_job
+    from gen.core.fleet import resume_job
 
     store = open_store(ctx)
     found = store.find_job(job)
-    sent = resume_job(store, found, budget_usd=budget_usd)
+    sent = resume_job(store, found, _dispatcher(), budget_usd=budget_usd)
     click.echo(f"gen resume: job {found.id}: {sent} units sent to queue '{found.queue}'", err=True)
+
+
+def _dispatcher():
+    """The fleet's queue (Celery on Redis), the one place the CLI reaches into worker/."""
+    from worker.dispatch import CeleryDispatcher
+    from worker.settings import fleet_settings
+
+    return CeleryDispatcher(fleet_settings().redis_url)
 
 
 @cli.command()

@@ -115,5 +115,14 @@ class TeacherUnavailable(GenError):
     """A teacher failed so persistently (unreachable, bad key) that the whole run stops."""
 
 
+class LeaseLost(GenError):
+    """This process no longer holds the unit (its lease passed and another worker may have it): the unit stops
+    at once and writes nothing more."""
+
+
+class Draining(GenError):
+    """The run is stopping (first Ctrl-C): no new teacher call starts; calls in flight finish and are recorded."""
+
+
 class BudgetExhausted(GenError):
     """The job's budget_usd has been reached."""

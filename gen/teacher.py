@@ -16,6 +16,7 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from gen.config import TeacherSpec
@@ -71,6 +72,10 @@ class Journal(Protocol):
     async def record_call(self, outcome: CallOutcome) -> int: ...
 
     def accepted_reply(self, request_key: str, occurrence: int) -> StoredReply | None: ...
+
+    def sending(self) -> AbstractAsyncContextManager[None]:
+        """Wraps each HTTP exchange: may refuse to start one (the run drains, the unit's lease is gone)."""
+        ...
 
 
 @dataclass
@@ -158,7 +163,8 @@ class TeacherClient:
             started = time.monotonic()
             outcome = CallOutcome(self.name, self.spec.model, params, messages, key, occurrence, attempt, 0)
             try:
-                completion = await self.provider.complete(request)
+                async with journal.sending():  # refused (drain, lost lease) before anything is sent
+                    completion = await self.provider.complete(request)
             except TeacherError as exc:
                 await self.limiter.release(permit, None)
                 self._fill_error(outcome, exc, started)

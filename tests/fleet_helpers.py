@@ -85,3 +85,46 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.handle.close()
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL server of the test's own (initdb in a temporary folder, its own port), so a test can stop and
+    start it without touching the machine's shared one. Runs as the `postgres` OS user when started as root."""
+
+    def __init__(self):
+        import glob
+        import pwd
+        import tempfile
+
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not bins:
+            raise RuntimeError("PostgreSQL server binaries are not installed")
+        self.bin = Path(bins[-1]).parent
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="gen-pg-"))
+        self.data = self.folder / "data"
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.folder, pw.pw_uid, pw.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self._run(str(self.bin / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(self.data), "--no-sync")
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        self.start()
+
+    def _run(self, *argv: str) -> None:
+        subprocess.run([*self.as_user, *argv], check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.folder / "log"),
+                  "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "immediate", "stop")
+
+    def destroy(self) -> None:
+        try:
+            self.stop()
+        except Exception:
+            pass
+        shutil.rmtree(self.folder, ignore_errors=True)

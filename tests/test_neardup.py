@@ -1,7 +1,7 @@
 """Near-duplicate detection (gen.neardup) on the real database, SQLite and PostgreSQL: sequential and concurrent.
 
-`run_directly` runs a whole job through the execution core's UnitExecutor with the instructor's `neardup`
-set, as the core will once it is wired (`instructor.neardup = NearDupIndex(store, job_id)`).
+`run_directly` runs a whole job through the job lifecycle (gen.core.lifecycle), which gives the instructor the
+job's near-duplicate index through its services.
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from sqlalchemy import text
 
 from conftest import write_job
 from gen.config import read_job_file
-from gen.core.execute import UnitExecutor
-from gen.core.jobs import load_instructor, open_job
+from gen.core.jobs import load_instructor
+from gen.core.lease import LeaseKeeper
+from gen.core.lifecycle import JobRun, open_job, plan_units
 from gen.core.report import status_dict, status_lines
-from gen.core.teachers import build_teachers, close_teachers
 from gen.neardup import NearDupIndex, estimated_jaccard, lsh_bands, signature
 from gen.store import Store
 from gen.teacher import Meter
@@ -34,15 +34,16 @@ def run_directly(tmp_path, job_text: str, *, neardup: bool = True):
     instructor = load_instructor(spec)
     store = Store(os.environ["GEN_DATABASE_URL"])
     job_id = open_job(store, spec, instructor, resume=False).job.id
+    plan_units(store, job_id, instructor, start=0)
 
     async def go():
-        teachers = build_teachers(spec, meter=Meter())
-        executor = UnitExecutor(store, job_id, spec, instructor, teachers, worker="test")
-        instructor.services.seen = NearDupIndex(store, job_id) if neardup else None  # the executor wires one in
+        run = JobRun(store, job_id, spec, instructor, leases=LeaseKeeper(store, "test", 300.0))
+        if not neardup:
+            instructor.services.seen = None
         try:
-            return [await executor.execute(uid) for uid in store.runnable_unit_ids(job_id, max_attempts=3)]
+            return [await run.run_unit(uid) for uid in store.runnable_unit_ids(job_id, max_attempts=3)]
         finally:
-            await close_teachers(teachers)
+            await run.close()
 
     return store, job_id, asyncio.run(go())
 

@@ -39,7 +39,7 @@ def test_a_unit_is_claimed_once(db_url):
     assert first is not None and first.state == UnitState.RUNNING and first.attempts == 1
     assert store.claim_unit(uid, worker="b") is None
     assert uid not in store.runnable_unit_ids(job.id, max_attempts=3)
-    assert store.release_running(job.id) == 1
+    assert store.release_running(job.id, worker_prefix="a") == 1
     assert uid in store.runnable_unit_ids(job.id, max_attempts=3)
 
 
@@ -113,11 +113,14 @@ def test_a_unit_held_by_a_lost_worker_can_be_claimed_after_its_lease(db_url):
     store = Store(db_url)
     job = make_job(store, 2)
     live, lost = store.runnable_unit_ids(job.id, max_attempts=3)
-    assert store.claim_unit(live, worker="w1", lease_seconds=60) is not None
-    assert store.claim_unit(lost, worker="w2", lease_seconds=-1) is not None  # its lease has already passed
+    held = store.claim_unit(live, worker="w1", lease_seconds=60)
+    assert held is not None
+    gone = store.claim_unit(lost, worker="w2", lease_seconds=-1)  # its lease has already passed
+    assert gone is not None
     assert store.claim_unit(live, worker="w3") is None
     assert store.undispatched_unit_ids(job.id, max_attempts=3) == [lost]
-    assert store.renew_leases([live, lost], worker="w1", lease_seconds=60) == 1
+    assert store.renew_leases([(live, held.lease_token), (lost, gone.lease_token)], worker="w1",
+                              lease_seconds=60) == {live}
     assert store.reclaim_expired([job.id]) == [(job.id, lost)]
     again = store.claim_unit(lost, worker="w3")
     assert again is not None and again.worker == "w3" and again.attempts == 2
@@ -136,3 +139,39 @@ def test_many_processes_opening_a_new_database_at_once_all_succeed(db_url):
     store = Store(db_url)
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM gen_meta")).scalar() == 1
+
+
+def test_a_worker_that_lost_its_lease_writes_nothing_more(db_url):
+    """Fencing: every call, record and settle carries the claim's lease token; an old token writes nothing."""
+    from gen.errors import LeaseLost
+
+    store = Store(db_url)
+    job = make_job(store, 1)
+    uid = store.runnable_unit_ids(job.id, max_attempts=3)[0]
+    stale = store.claim_unit(uid, worker="frozen", lease_seconds=-1)  # then frozen past its lease
+    fresh = store.claim_unit(uid, worker="alive", lease_seconds=60)
+    assert fresh is not None and fresh.lease_token == stale.lease_token + 1
+    call = dict(job_id=job.id, unit_id=uid, teacher="main", model="m", params={}, messages=[], request_key="k",
+                occurrence=0, attempt=1, status=200, text="late", accepted=True, cost_usd=0.5)
+    with pytest.raises(LeaseLost):
+        store.add_call(fence=(uid, stale.lease_token), **call)
+    with pytest.raises(LeaseLost):
+        store.finish_unit_with_records(job.id, uid, [NewRecord("stale", conv("q"))], [], token=stale.lease_token)
+    assert store.finish_unit(uid, UnitState.FAILED, token=stale.lease_token) is False
+    assert store.accepted_calls(uid) == [], "the late answer is kept for its cost but never replayed"
+    assert store.job_cost(job.id) == 0.5
+    assert store.renew_leases([(uid, stale.lease_token)], worker="frozen", lease_seconds=60) == set()
+    # The live holder's writes go through, once.
+    cid = store.add_call(fence=(uid, fresh.lease_token), **{**call, "text": "fresh"})
+    assert [c[0] for c in store.accepted_calls(uid)] == [cid]
+    assert store.finish_unit_with_records(job.id, uid, [NewRecord("k", conv("q"))], [cid],
+                                          token=fresh.lease_token) == (1, 0)
+    assert store.stats(job.id).records == 1 and store.get_unit(uid).state == UnitState.DONE
+
+
+def test_a_claim_names_its_job(db_url):
+    store = Store(db_url)
+    a, b = make_job(store, 1), make_job(store, 1)
+    unit_of_b = store.runnable_unit_ids(b.id, max_attempts=3)[0]
+    assert store.claim_unit(unit_of_b, job_id=a.id) is None
+    assert store.claim_unit(unit_of_b, job_id=b.id) is not None

@@ -6,6 +6,7 @@ protocol (the execution core's database-backed one does the same with tables).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -56,6 +57,10 @@ class MemoryJournal:
         elif outcome.accepted is False:
             self.rejected[call_id] = outcome.reject_reason
         return call_id
+
+    @contextlib.asynccontextmanager
+    async def sending(self):
+        yield
 
     def accepted_reply(self, request_key: str, occurrence: int) -> StoredReply | None:
         for call_id in self.accepted:

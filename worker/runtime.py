@@ -1,8 +1,8 @@
 """One asyncio event loop per worker process, where every unit and teacher call of that process runs.
 
-Celery's pool threads call `run_unit`, which hands the unit to the loop and waits for it to settle. The loop
-also renews the leases of the units it holds (so a live worker keeps them) and sweeps for units whose worker
-was lost (their lease passed), putting them back to pending and dispatching them again.
+Celery's pool threads call `run_units`, which hands the batch to the loop and waits for it to settle. Everything
+about a job (teachers, budget, states, fencing, recovery) is the core's (gen.core.lifecycle, gen.core.fleet); this
+module only keeps one `JobRun` per job, the leases of this process, and a turn at being the fleet's supervisor.
 """
 from __future__ import annotations
 
@@ -10,32 +10,25 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from gen.config import JobSpec, TeacherSpec
-from gen.core.execute import UnitExecutor
+from gen.core.fleet import Supervisor
 from gen.core.jobs import load_instructor
-from gen.errors import GenError, TeacherUnavailable
-from gen.providers import make_provider
+from gen.core.lease import LeaseKeeper
+from gen.core.lifecycle import JobRun, settle_job
+from gen.errors import BudgetExhausted, GenError, TeacherUnavailable
 from gen.ratelimit.redis_limiter import RedisRateLimiter, limiter_scope
 from gen.store import Store
-from gen.store.threads import in_db_thread
-from gen.teacher import Meter, TeacherClient
-from worker.dispatch import send_units
+from gen.store.states import HALTED, JobState
+from gen.store.threads import in_db_thread, is_outage
+from worker.deadletter import dead_letter
+from worker.dispatch import CeleryDispatcher
 from worker.settings import FleetSettings, fleet_settings
 
 log = logging.getLogger("gen.worker")
-
-
-@dataclass
-class JobRuntime:
-    spec: JobSpec
-    executor: UnitExecutor
-    spec_json: dict
-    checked_at: float = 0.0
-    cost: float = 0.0
+TEACHER_RETRY_SECONDS = 30.0
 
 
 class WorkerRuntime:
@@ -44,10 +37,12 @@ class WorkerRuntime:
         self.store = Store(settings.database_url)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="gen-loop", daemon=True)
-        self.jobs: dict[str, JobRuntime] = {}
-        self.in_flight: set[int] = set()
+        self.runs: dict[str, tuple[dict, JobRun]] = {}
+        self.leases = LeaseKeeper(self.store, settings.worker_name, settings.lease_seconds)
+        self.dispatcher = CeleryDispatcher(settings.redis_url)
         self._job_rows: dict[str, tuple[float, object]] = {}
         self._job_row_locks: dict[str, asyncio.Lock] = {}
+        self._db_backoff = 1.0
         self.redis: aioredis.Redis | None = None
         self._job_lock: asyncio.Lock | None = None
         self.thread.start()
@@ -60,22 +55,35 @@ class WorkerRuntime:
         from gen.instructors import available_instructors
 
         available_instructors()  # entry points scanned and instructor modules imported once, up front
-
         # A blocking pool: calls wait their turn for a connection instead of failing when all are busy.
         pool = aioredis.BlockingConnectionPool.from_url(self.settings.redis_url, max_connections=64, timeout=30)
         self.redis = aioredis.Redis(connection_pool=pool)
         self._job_lock = asyncio.Lock()
-        self.loop.create_task(self._renew_leases())
-        self.loop.create_task(self._sweep())
+        self.loop.create_task(self.leases.run())
+        self.loop.create_task(self._supervise())
 
     # called from Celery's pool threads --------------------------------------------------------------------
-    def run_units(self, job_id: str, unit_ids: list[int]) -> list[int]:
-        """Run a batch concurrently on the loop; returns the unit ids to try again later."""
+    def run_units(self, job_id: str, unit_ids: list[int]) -> tuple[list[int], float]:
+        """Run a batch concurrently on the loop; returns the unit ids to send again later, and after how long."""
         return asyncio.run_coroutine_threadsafe(self._run_batch(job_id, unit_ids), self.loop).result()
 
-    async def _run_batch(self, job_id: str, unit_ids: list[int]) -> list[int]:
+    async def _run_batch(self, job_id: str, unit_ids: list[int]) -> tuple[list[int], float]:
         outcomes = await asyncio.gather(*(self._run(job_id, uid) for uid in unit_ids))
-        return [uid for uid, outcome in zip(unit_ids, outcomes) if outcome == "retry-later"]
+        retry = [uid for uid, outcome in zip(unit_ids, outcomes) if outcome in ("teacher-later", "db-later")]
+        if any(o == "db-later" for o in outcomes):
+            delay, self._db_backoff = self._db_backoff, min(self._db_backoff * 2, 60.0)
+        else:
+            delay = TEACHER_RETRY_SECONDS
+            if any(o in ("done", "rejected", "failed") for o in outcomes):
+                self._db_backoff = 1.0
+                try:
+                    job = await self._job_row(job_id)
+                    if job is not None:
+                        max_attempts = JobSpec.from_json(job.spec).run.unit_attempts
+                        await in_db_thread(settle_job, self.store, job_id, max_attempts=max_attempts)
+                except Exception as exc:  # settling is a convenience (status shows it anyway)
+                    log.debug("could not settle job %s: %s", job_id, exc)
+        return retry, delay
 
     # on the loop -----------------------------------------------------------------------------------------
     async def _job_row(self, job_id: str):
@@ -83,7 +91,6 @@ class WorkerRuntime:
         cached = self._job_rows.get(job_id)
         if cached is not None and time.monotonic() - cached[0] < 1.0:
             return cached[1]
-        # One read per job at a time: a batch of units arriving together must not each query the row.
         lock = self._job_row_locks.setdefault(job_id, asyncio.Lock())
         async with lock:
             cached = self._job_rows.get(job_id)
@@ -94,82 +101,77 @@ class WorkerRuntime:
             return job
 
     async def _run(self, job_id: str, unit_id: int) -> str:
+        try:
+            return await self._run_unit(job_id, unit_id)
+        except Exception as exc:
+            if is_outage(exc):
+                log.warning("job %s unit %s: the database is unreachable (%s); the unit is sent again later",
+                            job_id, unit_id, type(exc).__name__)
+                return "db-later"
+            raise
+
+    async def _run_unit(self, job_id: str, unit_id: int) -> str:
         job = await self._job_row(job_id)
         if job is None:
-            log.error("refused a task for job %s, which is not in the database", job_id)
+            dead_letter(f"job {job_id} is not in the database", {"job_id": job_id, "unit_id": unit_id})
             return "unknown-job"
-        if job.status in ("cancelled", "stopped"):
+        if job.status in HALTED:
             return job.status  # acknowledged without work: the unit stays pending for `gen resume`
         try:
-            runtime = await self._job_runtime(job.id, job.spec, job.updated_at)
+            run = await self._job_run(job.id, job.spec)
         except GenError as exc:
             log.error("job %s cannot run on this worker: %s", job_id, exc)
-            self.store.set_job_status(job_id, "blocked", str(exc))
-            return "retry-later"
-        budget = runtime.spec.run.budget_usd
-        if budget is not None:
-            if time.monotonic() - runtime.checked_at > 1.0:
-                runtime.cost, runtime.checked_at = await in_db_thread(self.store.job_cost, job_id), time.monotonic()
-            if runtime.cost >= budget:
-                self.store.set_job_status(job_id, "stopped", f"budget reached: ${runtime.cost:.4f} of ${budget:.4f}")
-                return "stopped"
-        self.in_flight.add(unit_id)
+            await in_db_thread(self.store.set_job_status, job_id, JobState.BLOCKED, str(exc))
+            return "teacher-later"
         try:
-            result = await runtime.executor.execute(unit_id)
+            result = await run.run_unit(unit_id)
+        except BudgetExhausted:
+            self._job_rows.pop(job_id, None)
+            return JobState.STOPPED
         except TeacherUnavailable as exc:
             log.error("job %s unit %s: %s", job_id, unit_id, exc)
-            self.store.set_job_status(job_id, "blocked", str(exc))
-            return "retry-later"
-        finally:
-            self.in_flight.discard(unit_id)
-        if job.status == "blocked":
-            self.store.set_job_status(job_id, "active")
+            self._job_rows.pop(job_id, None)
+            return "teacher-later"
+        if result.state is None and result.error is None:
+            owner = await in_db_thread(self.store.unit_job, unit_id)
+            if owner is not None and owner != job_id:
+                dead_letter(f"unit {unit_id} belongs to job {owner}, not to job {job_id}",
+                            {"job_id": job_id, "unit_id": unit_id})
+                return "refused"
+        if job.status == JobState.BLOCKED and result.state is not None:
+            await in_db_thread(self.store.set_job_status, job_id, JobState.ACTIVE)
             self._job_rows.pop(job_id, None)
         return result.state or "skipped"
 
-    async def _job_runtime(self, job_id: str, spec_json: dict, updated_at) -> JobRuntime:
+    async def _job_run(self, job_id: str, spec_json: dict) -> JobRun:
         async with self._job_lock:
-            cached = self.jobs.get(job_id)
-            if cached is not None and cached.spec_json == spec_json:
-                return cached
+            cached = self.runs.get(job_id)
+            if cached is not None and cached[0] == spec_json:
+                return cached[1]
             spec = JobSpec.from_json(spec_json)
-            instructor = load_instructor(spec)
+            instructor = load_instructor(spec, database_url=self.settings.database_url)
             spec.check_keys()
-            meter = Meter()
-            teachers = {name: TeacherClient(t, make_provider(t), self._limiter(t), meter) for name, t in spec.teachers.items()}
-            executor = UnitExecutor(self.store, job_id, spec, instructor, teachers, worker=self.settings.worker_name,
-                                    lease_seconds=self.settings.lease_seconds)
-            self.jobs[job_id] = JobRuntime(spec, executor, spec_json)
-            return self.jobs[job_id]
+            run = JobRun(self.store, job_id, spec, instructor, leases=self.leases, limiter_factory=self._limiter)
+            self.runs[job_id] = (spec_json, run)
+            if cached is not None:
+                await cached[1].close()
+            return run
 
     def _limiter(self, t: TeacherSpec) -> RedisRateLimiter:
         scope = limiter_scope(t.provider, t.endpoint, t.model, t.key_env)
         return RedisRateLimiter(self.redis, scope, rpm=t.rpm, tpm=t.tpm, max_concurrency=t.max_concurrency)
 
-    async def _renew_leases(self) -> None:
+    async def _supervise(self) -> None:
+        """Every sweep period, the worker holding the supervisor lock heals the fleet (gen.core.fleet)."""
+        supervisor = Supervisor(self.store, self.dispatcher, stall_seconds=self.settings.stall_seconds)
+        every = self.settings.sweep_seconds
         while True:
-            await asyncio.sleep(self.settings.lease_seconds / 3)
+            await asyncio.sleep(every)
             try:
-                self.store.renew_leases(sorted(self.in_flight), worker=self.settings.worker_name,
-                                        lease_seconds=self.settings.lease_seconds)
-            except Exception:
-                log.exception("could not renew leases")
-
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.sweep_seconds)
-            try:
-                lost = self.store.reclaim_expired()
-                by_job: dict[str, list[int]] = {}
-                for job_id, unit_id in lost:
-                    by_job.setdefault(job_id, []).append(unit_id)
-                for job_id, unit_ids in by_job.items():
-                    job = self.store.get_job(job_id)
-                    log.warning("job %s: %d units lost with their worker; dispatching them again", job_id,
-                                len(unit_ids))
-                    await asyncio.to_thread(send_units, job_id, unit_ids, job.queue if job else "gen")
-            except Exception:
-                log.exception("sweep for lost units failed")
+                if await asyncio.to_thread(self.dispatcher.supervisor_lock, self.settings.worker_name, every * 3):
+                    await asyncio.to_thread(supervisor.sweep)
+            except Exception as exc:
+                log.warning("supervisor pass failed (%s: %s); trying again in %.0fs", type(exc).__name__, exc, every)
 
 
 _runtime: WorkerRuntime | None = None

@@ -1,36 +1,75 @@
-"""The database-backed journal a unit's teachers write to: every call recorded, accepted answers replayable."""
+"""The database-backed journal a unit's teachers write to: every call recorded (fenced by the unit's lease),
+accepted answers replayable, no call started while the run drains or after the lease is gone."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from gen.core.lease import Lease
+from gen.errors import Draining
 from gen.store import Store
-from gen.store.threads import in_db_thread
+from gen.store.threads import in_db_thread, through_outage
 from gen.teacher import CallOutcome, StoredReply
 
 
+@dataclass
+class CallGate:
+    """Shared by every unit of a run: whether new calls may start, and how many are in flight."""
+
+    draining: bool = False
+    in_flight: int = 0
+
+    def check(self) -> None:
+        if self.draining:
+            raise Draining("the run is stopping: no new teacher calls")
+
+
 class DbJournal:
-    def __init__(self, store: Store, job_id: str, unit_id: int, accepted: dict[tuple[str, int], StoredReply]):
+    def __init__(self, store: Store, job_id: str, lease: Lease, gate: CallGate,
+                 accepted: dict[tuple[str, int], StoredReply]):
         self.store = store
         self.job_id = job_id
-        self.unit_id = unit_id
+        self.lease = lease
+        self.gate = gate
         self._accepted = accepted
 
+    @property
+    def unit_id(self) -> int:
+        return self.lease.unit_id
+
     @classmethod
-    async def open(cls, store: Store, job_id: str, unit_id: int, *, first_attempt: bool) -> "DbJournal":
+    async def open(cls, store: Store, job_id: str, lease: Lease, gate: CallGate, *,
+                   first_attempt: bool) -> "DbJournal":
         """A unit's journal with what earlier runs of it already paid for, keyed by (request, occurrence).
         A unit on its first attempt has no earlier calls: no query."""
         accepted: dict[tuple[str, int], StoredReply] = {}
         if not first_attempt:
-            rows = await in_db_thread(store.accepted_calls, unit_id)
+            rows = await through_outage(store.accepted_calls, lease.unit_id)
             accepted = {(key, occ): StoredReply(call_id, text or "") for call_id, key, occ, text in rows}
-        return cls(store, job_id, unit_id, accepted)
+        return cls(store, job_id, lease, gate, accepted)
 
     @property
     def replayable(self) -> int:
         return len(self._accepted)
 
+    @contextlib.asynccontextmanager
+    async def sending(self) -> AsyncIterator[None]:
+        """Around one HTTP exchange: refused (Draining, LeaseLost) before anything is sent; counted in flight."""
+        self.gate.check()
+        self.lease.check()
+        self.gate.in_flight += 1
+        try:
+            yield
+        finally:
+            self.gate.in_flight -= 1
+
     async def record_call(self, outcome: CallOutcome) -> int:
-        return await in_db_thread(
-            self.store.add_call,
-            job_id=self.job_id, unit_id=self.unit_id, teacher=outcome.teacher, model=outcome.model,
+        """Written before the answer is used. While the database is away the answer waits here (it was paid
+        for) and is written when the database returns (gen.store.threads.through_outage)."""
+        return await through_outage(
+            self.store.add_call, fence=(self.lease.unit_id, self.lease.token),
+            job_id=self.job_id, unit_id=self.lease.unit_id, teacher=outcome.teacher, model=outcome.model,
             params=outcome.params, messages=outcome.messages, request_key=outcome.request_key,
             occurrence=outcome.occurrence, attempt=outcome.attempt, status=outcome.status, text=outcome.text,
             finish_reason=outcome.finish_reason, latency_ms=outcome.latency_ms,

@@ -5,12 +5,14 @@ from typing import Any
 
 from gen.core.progress import format_seconds
 from gen.store import Job, Store, UnitState
+from gen.store.states import JobState
 
 
 def effective_status(job: Job, units: dict[str, int]) -> str:
     """`active` jobs with nothing pending or running are finished, whichever driver ran them."""
-    if job.status in ("active", "blocked") and not units[UnitState.PENDING] and not units[UnitState.RUNNING]:
-        return "finished"
+    if job.status in (JobState.ACTIVE, JobState.BLOCKED) and job.planning_done and not units[UnitState.PENDING] \
+            and not units[UnitState.RUNNING]:
+        return JobState.FINISHED
     return job.status
 
 

@@ -1,6 +1,7 @@
 """`gen run FILE`: validate, (dry run: start a simulator), check keys and reachability, then run in-process.
 
 Everything that can be refused is checked before the database is touched, so a refused run writes nothing.
+One `gen run` process holds a job at a time: a second one on the same job is refused, naming the first.
 """
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from pathlib import Path
 
 from gen.config import read_job_file
 from gen.core.jobs import load_instructor
-from gen.core.local import run_job_locally
+from gen.core.lifecycle import open_job
+from gen.core.local import driver_name, run_job_locally
 from gen.core.teachers import check_reachable
+from gen.errors import UsageError
 from gen.store import Store, UnitState
+
+DRIVER_HOLD_SECONDS = 60.0  # renewed every 20 s while the run lives; a crashed run's hold lapses after this
 
 
 def say(message: str) -> None:
@@ -24,7 +29,7 @@ def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency:
                  force_new: bool = False, quiet: bool = False, progress_every: float | None = None) -> int:
     spec = read_job_file(file)
     instructor = load_instructor(spec, database_url=db_url)
-    planned = [(u.key, u.payload) for u in instructor.plan()]
+    next(iter(instructor.plan()), None)  # inputs read and checked before anything is written
     with contextlib.ExitStack() as stack:
         if dry_run:
             from gen.simulator import SimConfig, Simulator
@@ -38,24 +43,43 @@ def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency:
 
         store = Store(db_url)
         stack.callback(store.close)
-        job = None if force_new else store.find_resumable(spec.name, spec.spec_hash)
-        if job is None:
-            job = store.create_job(name=spec.name, instructor=spec.instructor_type, spec=spec.to_json(),
-                                   spec_hash=spec.spec_hash, units=planned)
-            say(f"job {job.id} ('{spec.name}', {spec.instructor_type}): {job.unit_count} units")
+        opened = open_job(store, spec, instructor, resume=not force_new)
+        job = opened.job
+        me = driver_name()
+        holder = store.take_driver(job.id, f"local:{me}", DRIVER_HOLD_SECONDS)
+        if holder is not None and _dead_here(holder):  # a gen run on this machine that was killed: take over
+            store.release_driver(job.id, holder)
+            holder = store.take_driver(job.id, f"local:{me}", DRIVER_HOLD_SECONDS)
+        if holder is not None:
+            raise UsageError(f"job {job.id} is being run right now by another gen run (pid {_pid_of(holder)}): "
+                             "wait for it to finish or stop it, then run this command again")
+        stack.callback(store.release_driver, job.id, f"local:{me}")
+        if opened.created:
+            say(f"job {job.id} ('{spec.name}', {spec.instructor_type}): planning its units")
         else:
-            if job.spec != spec.to_json():
-                store.update_job_spec(job.id, spec.to_json())  # e.g. a raised run.budget_usd
             stats = store.stats(job.id)
             say(f"resuming job {job.id} ('{spec.name}'): {stats.finished_units} of {stats.total_units} units "
                 "already finished")
-        outcome = asyncio.run(run_job_locally(store, job.id, spec, instructor, quiet=quiet,
-                                              progress_every=progress_every))
+        job = store.get_job(job.id) or job
+        try:
+            outcome = asyncio.run(run_job_locally(store, job, spec, instructor, quiet=quiet,
+                                                  progress_every=progress_every))
+        except KeyboardInterrupt:
+            stats = store.stats(job.id)
+            say(f"stopped at once: {stats.finished_units} of {stats.total_units} units finished and kept; calls "
+                "cut off were recorded as cancelled (a provider may still bill them); run the same command again "
+                "to resume")
+            raise SystemExit(130) from None
         stats = store.stats(job.id)
         failed = stats.units[UnitState.FAILED]
         say(f"job {job.id}: {stats.units[UnitState.DONE]} units done, {stats.units[UnitState.REJECTED]} rejected, "
             f"{failed} failed; {stats.records} records ({stats.duplicates} duplicates dropped); "
             f"{stats.calls} calls, ${stats.cost_usd:.4f}")
+        if outcome.interrupted:
+            say(f"interrupted: the {outcome.drained_calls} calls in flight finished and were recorded; "
+                f"{stats.finished_units} of {stats.total_units} units are finished and kept, the rest are pending; "
+                "run the same command again to resume (answers already paid for are replayed, not bought again)")
+            return 130
         if outcome.stopped_for:
             say(f"stopped: {outcome.stopped_for}; raise run.budget_usd and run again to continue")
             return 1
@@ -65,3 +89,24 @@ def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency:
         fmt = "dpo-trl" if store.record_counts(job.id).get("pair") else "sharegpt"
         say(f"export with: gen export {job.id} -o {spec.name}.jsonl --format {fmt}")
         return 0
+
+
+def _pid_of(holder: str) -> str:
+    return holder.removeprefix("local:").split("@", 1)[0]
+
+
+def _dead_here(holder: str) -> bool:
+    """The holder is a process of this machine that no longer runs."""
+    import os
+    import socket
+
+    pid, _, host = holder.removeprefix("local:").partition("@")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

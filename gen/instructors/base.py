@@ -94,6 +94,8 @@ class JobServices:
 
 O = TypeVar("O", bound=InstructorOptions)
 
+MAX_UNITS = 100_000_000  # units per job; a larger dataset is several jobs (and `gen assemble`)
+
 
 class Instructor(ABC, Generic[O]):
     name: ClassVar[str]
@@ -129,6 +131,10 @@ class Instructor(ABC, Generic[O]):
             options = cls.Options.model_validate(job.instructor)
         except ValidationError as exc:
             raise JobFileError(job.source, [_describe(e) for e in exc.errors()]) from None
+        count = getattr(options, "count", None)
+        if isinstance(count, (int, float)) and count > MAX_UNITS:
+            raise JobFileError(job.source, [f"instructor.count: at most {MAX_UNITS:,} units per job "
+                                            f"(got {count:,.0f}); split a larger dataset into several jobs"])
         for role, problem in cls.required_teachers(options).items():
             if role not in job.teachers:
                 raise JobFileError(job.source, [problem])

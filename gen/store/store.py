@@ -7,14 +7,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, update
+from sqlalchemy import bindparam, case, cast, exists, func, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
-from gen.errors import UnknownJobError
+from gen.errors import LeaseLost, UnknownJobError
 from gen.store.db import make_engine, prepare_schema
 from gen.store.threads import make_db_executor
 from gen.store.models import Call, Job, Record, Unit, UnitState, utcnow
+from gen.store.states import JobState, allowed_job_sources
 from gen.types import NewRecord
 
 
@@ -67,10 +68,12 @@ class Store:
 
     # jobs -------------------------------------------------------------------------------------------------
     def create_job(self, *, name: str, instructor: str, spec: dict[str, Any], spec_hash: str,
-                   units: Iterable[tuple[str, dict[str, Any]]], queue: str = "gen") -> Job:
-        """The job and all its units in one transaction: either both are written or neither."""
+                   units: Iterable[tuple[str, dict[str, Any]]] = (), queue: str = "gen",
+                   planning_done: bool = True) -> Job:
+        """A job, with `units` given here in the same transaction. A job planned in chunks (gen.core.lifecycle)
+        is created with `planning_done=False` and gets its units through `add_units`."""
         job = Job(id=uuid.uuid4().hex[:12], name=name, instructor=instructor, spec=spec, spec_hash=spec_hash,
-                  queue=queue)
+                  queue=queue, planning_done=planning_done)
         with self.session() as s:
             s.add(job)
             s.flush()
@@ -78,10 +81,42 @@ class Store:
                     for i, (key, payload) in enumerate(units)]
             if rows:
                 s.connection().execute(Unit.__table__.insert(), rows)
-            job.unit_count = len(rows)
+            job.unit_count = job.planned_units = len(rows)
             s.add(job)
             s.commit()
         return job
+
+    def add_units(self, job_id: str, first_seq: int, units: list[tuple[str, dict[str, Any]]]) -> list[int]:
+        """One chunk of a job's plan, from plan position `first_seq`, with the job's planning position, in one
+        transaction (so planning resumes exactly where it stopped). A key the job already has is skipped.
+        Returns the new units' ids, in plan order."""
+        table = Unit.__table__
+        rows = [{"job_id": job_id, "seq": first_seq + i, "key": key, "payload": payload, "state": UnitState.PENDING}
+                for i, (key, payload) in enumerate(units)]
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table) \
+            .on_conflict_do_nothing(index_elements=["job_id", "key"])
+        end = first_seq + len(units)
+        with self.engine.begin() as conn:
+            if rows:
+                conn.execute(insert, rows)  # executemany: no per-chunk statement compiling
+            ids = [r[0] for r in conn.execute(select(table.c.id).where(
+                table.c.job_id == job_id, table.c.seq >= first_seq, table.c.seq < end,
+                table.c.state == UnitState.PENDING).order_by(table.c.seq))]
+            conn.execute(update(Job.__table__).where(Job.__table__.c.id == job_id).values(
+                planned_units=end, unit_count=Job.__table__.c.unit_count + len(ids), updated_at=utcnow()))
+        return ids
+
+    def finish_planning(self, job_id: str) -> None:
+        with self.session() as s:
+            s.exec(update(Job).where(Job.id == job_id).values(planning_done=True, updated_at=utcnow()))
+            s.commit()
+
+    def delete_job(self, job_id: str) -> None:
+        """A job that was refused before any call (e.g. it planned no units), with whatever it holds."""
+        with self.engine.begin() as conn:
+            for table in (Call.__table__, Record.__table__, Unit.__table__):
+                conn.execute(table.delete().where(table.c.job_id == job_id))
+            conn.execute(Job.__table__.delete().where(Job.__table__.c.id == job_id))
 
     def find_job(self, ref: str) -> Job:
         """By id, or by name (the newest job of that name)."""
@@ -126,58 +161,128 @@ class Store:
                 Unit.job_id == job_id, Unit.finished_at >= since, Unit.state.in_(UnitState.FINISHED))).one()
         return int(calls), int(units)
 
-    def set_job_status(self, job_id: str, status: str, reason: str | None = None) -> None:
+    def set_job_status(self, job_id: str, status: str, reason: str | None = None) -> bool:
+        """Move a job to `status` if the state machine allows it from where it is (gen.store.states.JOB_MOVES);
+        False when it does not (e.g. a cancelled job is not made `stopped` by a late budget check)."""
+        target = JobState(status)
         with self.session() as s:
-            s.exec(update(Job).where(Job.id == job_id).values(status=status, status_reason=reason,
-                                                              updated_at=utcnow()))
+            result = s.exec(update(Job).where(Job.id == job_id, Job.status.in_(allowed_job_sources(target)))
+                            .values(status=target.value, status_reason=reason, updated_at=utcnow()))
+            s.commit()
+            return (result.rowcount or 0) > 0
+
+    def take_driver(self, job_id: str, driver: str, seconds: float) -> str | None:
+        """Hold the job for one `gen run` process; None when taken, else who holds it now (pid@host)."""
+        now = utcnow()
+        with self.session() as s:
+            result = s.exec(update(Job).where(Job.id == job_id, (Job.driver == None) | (Job.driver == driver)  # noqa: E711
+                                              | (Job.driver_until < now))
+                            .values(driver=driver, driver_until=now + timedelta(seconds=seconds)))
+            s.commit()
+            if result.rowcount:
+                return None
+            return s.exec(select(Job.driver).where(Job.id == job_id)).first() or "another process"
+
+    def release_driver(self, job_id: str, driver: str) -> None:
+        with self.session() as s:
+            s.exec(update(Job).where(Job.id == job_id, Job.driver == driver).values(driver=None, driver_until=None))
             s.commit()
 
     # units ------------------------------------------------------------------------------------------------
-    def release_running(self, job_id: str) -> int:
-        """Units left `running` by a driver that stopped go back to pending."""
+    def release_running(self, job_id: str, *, worker_prefix: str) -> int:
+        """Units left `running` by earlier runs of this driver kind (`gen run`, which holds the job alone) go
+        back to pending; units held by fleet workers keep their leases."""
         with self.session() as s:
-            result = s.exec(update(Unit).where(Unit.job_id == job_id, Unit.state == UnitState.RUNNING)
-                            .values(state=UnitState.PENDING, worker=None))
+            result = s.exec(update(Unit).where(Unit.job_id == job_id, Unit.state == UnitState.RUNNING,
+                                               Unit.worker.startswith(worker_prefix))
+                            .values(state=UnitState.PENDING, worker=None, lease_until=None))
             s.commit()
             return result.rowcount or 0
 
-    def runnable_unit_ids(self, job_id: str, *, max_attempts: int) -> list[int]:
-        """Pending units, and failed ones that have attempts left, in plan order."""
+    def runnable_unit_ids(self, job_id: str, *, max_attempts: int, after_seq: int = -1,
+                          limit: int | None = None) -> list[int]:
+        """Pending units, and failed ones that have attempts left, in plan order (a page of them with `limit`,
+        after plan position `after_seq`)."""
+        return [uid for uid, _ in self.runnable_units(job_id, max_attempts=max_attempts, after_seq=after_seq,
+                                                      limit=limit)]
+
+    def runnable_units(self, job_id: str, *, max_attempts: int, after_seq: int = -1,
+                       limit: int | None = None) -> list[tuple[int, int]]:
+        """(id, seq) of runnable units in plan order; see `runnable_unit_ids`."""
         with self.session() as s:
-            rows = s.exec(select(Unit.id).where(
-                Unit.job_id == job_id,
+            q = select(Unit.id, Unit.seq).where(
+                Unit.job_id == job_id, Unit.seq > after_seq,
                 (Unit.state == UnitState.PENDING)
                 | ((Unit.state == UnitState.FAILED) & (Unit.attempts < max_attempts)),
-            ).order_by(Unit.seq))
-            return list(rows)
+            ).order_by(Unit.seq)
+            if limit is not None:
+                q = q.limit(limit)
+            return [(r[0], r[1]) for r in s.exec(q)]
 
-    def claim_unit(self, unit_id: int, *, worker: str | None = None, lease_seconds: float = 300.0) -> Unit | None:
-        """Atomically move a unit to running, or None if it is finished or another live worker holds it.
+    def mark_dispatched(self, unit_ids: list[int]) -> None:
+        """The queue has a message for these units as of now (what the supervisor's stall check reads)."""
+        if not unit_ids:
+            return
+        now = utcnow()
+        with self.autocommit.connect() as conn:
+            for start in range(0, len(unit_ids), 5000):
+                conn.execute(update(Unit.__table__).where(Unit.__table__.c.id.in_(unit_ids[start:start + 5000]))
+                             .values(dispatched_at=now))
+
+    def stalled_units(self, *, older_than: float, limit: int = 20000) -> list[tuple[str, str, int]]:
+        """(job id, queue, unit id) of pending units of active fleet jobs whose last message was sent more than
+        `older_than` seconds ago (or never): what the supervisor sends again when their queue is empty."""
+        since = utcnow() - timedelta(seconds=older_than)
+        with self.session() as s:
+            rows = s.exec(select(Unit.job_id, Job.queue, Unit.id).join(Job, Job.id == Unit.job_id).where(
+                Job.status == JobState.ACTIVE, Job.driver == None,  # noqa: E711
+                Unit.state == UnitState.PENDING,
+                (Unit.dispatched_at == None) | (Unit.dispatched_at < since),  # noqa: E711
+            ).order_by(Unit.job_id, Unit.seq).limit(limit)).all()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def claim_unit(self, unit_id: int, *, job_id: str | None = None, worker: str | None = None,
+                   lease_seconds: float = 300.0) -> Unit | None:
+        """Atomically move a unit to running under a new lease token, or None if it is finished, another live
+        worker holds it, or it is not a unit of `job_id` (a message naming one job and another job's unit).
 
         A unit is claimable when pending or failed, or when running under a lease that has passed (its worker
-        died): whatever is redelivered, one worker at a time holds a unit. One statement, one round trip.
+        died): whatever is redelivered, one worker at a time holds a unit, and every write for it carries the
+        token this claim returns (a worker that lost the lease writes nothing more). One statement.
         """
         now = utcnow()
-        statement = update(Unit.__table__).where(
-            Unit.__table__.c.id == unit_id,
-            Unit.__table__.c.state.in_((UnitState.PENDING, UnitState.FAILED))
-            | ((Unit.__table__.c.state == UnitState.RUNNING) & (Unit.__table__.c.lease_until < now)),
-        ).values(state=UnitState.RUNNING, attempts=Unit.__table__.c.attempts + 1, worker=worker, started_at=now,
-                 lease_until=now + timedelta(seconds=lease_seconds)).returning(*Unit.__table__.c)
+        units = Unit.__table__
+        statement = update(units).where(
+            units.c.id == unit_id,
+            units.c.state.in_((UnitState.PENDING, UnitState.FAILED))
+            | ((units.c.state == UnitState.RUNNING) & (units.c.lease_until < now)),
+        )
+        if job_id is not None:
+            statement = statement.where(units.c.job_id == job_id)
+        statement = statement.values(
+            state=UnitState.RUNNING, attempts=units.c.attempts + 1, worker=worker, started_at=now,
+            lease_until=now + timedelta(seconds=lease_seconds), lease_token=units.c.lease_token + 1,
+        ).returning(*units.c)
         with self.autocommit.connect() as conn:
             row = conn.execute(statement).first()
         return Unit.model_validate(dict(row._mapping)) if row is not None else None
 
-    def renew_leases(self, unit_ids: list[int], *, worker: str, lease_seconds: float) -> int:
-        """A live worker extends the leases of the units it is running."""
-        if not unit_ids:
-            return 0
+    def unit_job(self, unit_id: int) -> str | None:
         with self.session() as s:
-            result = s.exec(update(Unit).where(Unit.id.in_(unit_ids), Unit.worker == worker,
-                                               Unit.state == UnitState.RUNNING)
-                            .values(lease_until=utcnow() + timedelta(seconds=lease_seconds)))
-            s.commit()
-            return result.rowcount or 0
+            return s.exec(select(Unit.job_id).where(Unit.id == unit_id)).first()
+
+    def renew_leases(self, leases: list[tuple[int, int]], *, worker: str, lease_seconds: float) -> set[int]:
+        """A live worker extends the leases it still holds, given as (unit id, lease token); returns the ids
+        renewed (a unit missing from the answer was taken from this worker: its lease passed)."""
+        if not leases:
+            return set()
+        units = Unit.__table__
+        with self.autocommit.connect() as conn:
+            rows = conn.execute(update(units).where(
+                tuple_(units.c.id, units.c.lease_token).in_(leases), units.c.worker == worker,
+                units.c.state == UnitState.RUNNING,
+            ).values(lease_until=utcnow() + timedelta(seconds=lease_seconds)).returning(units.c.id)).all()
+        return {r[0] for r in rows}
 
     def reclaim_expired(self, job_ids: list[str] | None = None) -> list[tuple[str, int]]:
         """Running units whose lease has passed go back to pending; returns their (job_id, unit_id)."""
@@ -203,26 +308,41 @@ class Store:
             ).order_by(Unit.seq))
             return list(rows)
 
-    def finish_unit(self, unit_id: int, state: str, *, error: str | None = None, raw: str | None = None,
-                    duplicates: int = 0) -> None:
-        with self.session() as s:
-            s.exec(update(Unit).where(Unit.id == unit_id).values(
-                state=state, last_error=error, raw_output=raw, duplicates=duplicates, finished_at=utcnow(),
-                lease_until=None))
-            s.commit()
+    def finish_unit(self, unit_id: int, state: str, *, token: int | None = None, error: str | None = None,
+                    raw: str | None = None, duplicates: int = 0) -> bool:
+        """Settle a unit without records. With `token`, only while that lease is the unit's (False otherwise)."""
+        units = Unit.__table__
+        statement = update(units).where(units.c.id == unit_id)
+        if token is not None:
+            statement = statement.where(units.c.lease_token == token, units.c.state == UnitState.RUNNING)
+        values: dict[str, Any] = {"state": state, "last_error": error, "raw_output": raw, "duplicates": duplicates,
+                                  "lease_until": None}
+        if state == UnitState.PENDING:
+            values["worker"] = None
+        else:
+            values["finished_at"] = utcnow()
+        with self.autocommit.connect() as conn:
+            return (conn.execute(statement.values(**values)).rowcount or 0) > 0
 
     def finish_unit_with_records(self, job_id: str, unit_id: int, records: list[NewRecord],
-                                 call_ids: list[int], *, state: str = UnitState.DONE, error: str | None = None,
-                                 raw: str | None = None) -> tuple[int, int]:
+                                 call_ids: list[int], *, token: int | None = None, state: str = UnitState.DONE,
+                                 error: str | None = None, raw: str | None = None) -> tuple[int, int]:
         """Store the records (once per key) and settle the unit (done, or rejected with kept records), in one
-        transaction.
+        transaction, fenced by the lease `token`: a worker that lost the unit stores nothing (LeaseLost).
 
         Returns (inserted, duplicates): a record whose key the job already has is a duplicate and is dropped.
         """
-        table = Record.__table__
-        if records and self.dialect == "postgresql":
-            return self._finish_in_one_statement(job_id, unit_id, records, call_ids, state, error, raw)
+        table, units = Record.__table__, Unit.__table__
         with self.engine.begin() as conn:
+            settle = update(units).where(units.c.id == unit_id)
+            if token is not None:
+                settle = settle.where(units.c.lease_token == token, units.c.state == UnitState.RUNNING)
+            # The unit's row first: it is locked (PostgreSQL) or the database is (SQLite) until commit, so a
+            # second writer of the same unit waits here and then finds the state settled.
+            settled = conn.execute(settle.values(state=state, last_error=error, raw_output=raw, finished_at=utcnow(),
+                                                 lease_until=None).returning(units.c.id)).first()
+            if settled is None:
+                raise LeaseLost(f"unit {unit_id}: its lease passed to another worker; its records were not stored")
             inserted = 0
             if records:
                 now = utcnow()
@@ -237,31 +357,9 @@ class Store:
                     .returning(table.c.id)
                 inserted = len(conn.execute(statement).all())  # RETURNING names only the new keys
             duplicates = len(records) - inserted
-            conn.execute(update(Unit.__table__).where(Unit.__table__.c.id == unit_id).values(
-                state=state, last_error=error, raw_output=raw, duplicates=duplicates, finished_at=utcnow(),
-                lease_until=None))
+            if duplicates:
+                conn.execute(update(units).where(units.c.id == unit_id).values(duplicates=duplicates))
         return inserted, duplicates
-
-    def _finish_in_one_statement(self, job_id: str, unit_id: int, records: list[NewRecord], call_ids: list[int],
-                                 state: str, error: str | None, raw: str | None) -> tuple[int, int]:
-        """PostgreSQL: the records' INSERT as a data-modifying CTE of the unit's UPDATE: one atomic statement,
-        one round trip, no BEGIN/COMMIT."""
-        table, units = Record.__table__, Unit.__table__
-        now = utcnow()
-        first: dict[str, NewRecord] = {}
-        for r in records:
-            first.setdefault(r.key, r)
-        rows = [{"job_id": job_id, "unit_id": unit_id, "key": r.key, "kind": r.kind, "conversation": r.conversation,
-                 "meta": r.meta, "call_ids": call_ids, "created_at": now} for r in first.values()]
-        inserted = postgresql.insert(table).values(rows).on_conflict_do_nothing(
-            index_elements=["job_id", "key"]).returning(table.c.id).cte("inserted")
-        new_rows = select(func.count()).select_from(inserted).scalar_subquery()
-        statement = update(units).where(units.c.id == unit_id).values(
-            state=state, last_error=error, raw_output=raw, duplicates=len(records) - new_rows, finished_at=now,
-            lease_until=None).returning(units.c.duplicates).add_cte(inserted)
-        with self.autocommit.connect() as conn:
-            duplicates = conn.execute(statement).scalar_one()
-        return len(records) - duplicates, duplicates
 
     def get_unit(self, unit_id: int) -> Unit | None:
         with self.session() as s:
@@ -272,11 +370,31 @@ class Store:
             return set(s.exec(select(Record.key).where(Record.job_id == job_id)))
 
     # calls ------------------------------------------------------------------------------------------------
-    def add_call(self, **values: Any) -> int:
-        """One teacher call, with its verdict when it has one: a single INSERT."""
+    def add_call(self, *, fence: tuple[int, int] | None = None, **values: Any) -> int:
+        """One teacher call, with its verdict when it has one: a single INSERT.
+
+        With `fence` (unit id, lease token) the row is written only while that lease is the unit's; otherwise
+        the call is still kept (it was paid for: its cost counts) but never replayed, and LeaseLost is raised."""
+        table = Call.__table__
+        values = {**values, "created_at": utcnow()}
         with self.autocommit.connect() as conn:
-            return conn.execute(Call.__table__.insert().returning(Call.__table__.c.id),
-                                {**values, "created_at": utcnow()}).scalar_one()
+            if fence is None:
+                return conn.execute(table.insert().returning(table.c.id), values).scalar_one()
+            unit_id, token = fence
+            units = Unit.__table__
+            pg = self.dialect == "postgresql"
+            columns = list(values)
+            params = [bindparam(f"v_{c}", values[c], type_=table.c[c].type) for c in columns]
+            row = conn.execute(table.insert().from_select(columns, select(
+                *[cast(p, table.c[c].type) if pg else p for p, c in zip(params, columns)]
+            ).where(exists().where(units.c.id == unit_id, units.c.lease_token == token,
+                                   units.c.state == UnitState.RUNNING))).returning(table.c.id)).first()
+            if row is not None:
+                return row[0]
+            late = {**values, "accepted": None, "error_kind": "LeaseLost",
+                    "error": "answered after this worker lost the unit's lease: kept for its cost, never replayed"}
+            conn.execute(table.insert(), late)
+        raise LeaseLost(f"unit {unit_id}: its lease passed to another worker")
 
     def accepted_calls(self, unit_id: int) -> list[tuple[int, str, int, str]]:
         """(id, request_key, occurrence, text) of the unit's accepted calls: what a rerun replays."""

@@ -1,0 +1,122 @@
+"""The fleet side of the job lifecycle: enqueue, resume and the supervisor that heals a stalled job.
+
+The queue only dispatches; the database says what still needs doing. How messages reach workers is a
+`Dispatcher` (worker.dispatch.CeleryDispatcher): this module never imports Celery.
+
+The supervisor (run by one worker at a time, elected through the dispatcher's lock) puts running units whose
+lease passed back to pending, and sends again the pending units of active jobs whose queue is empty while their
+last message is older than `stall_seconds`: a Redis that restarted empty, messages dropped while the database was
+down, a worker lost with its prefetched messages. A stall costs a delay, never a manual step.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol
+
+from gen.config import JobSpec, read_job_file
+from gen.core.jobs import load_instructor
+from gen.core.lifecycle import open_job, plan_units
+from gen.errors import UsageError
+from gen.store import Job, Store
+from gen.store.states import JobState
+
+log = logging.getLogger("gen.fleet")
+
+
+class Dispatcher(Protocol):
+    def check(self) -> None:
+        """Raise GenError (one line, URL redacted) when the queue cannot be reached."""
+
+    def send(self, job_id: str, unit_ids: list[int], queue: str) -> int:
+        """Send messages for these units; returns how many units were sent."""
+
+    def queue_length(self, queue: str) -> int | None:
+        """Messages waiting in `queue` (None: unknown)."""
+
+
+def dispatch(store: Store, dispatcher: Dispatcher, job_id: str, unit_ids: list[int], queue: str) -> int:
+    if not unit_ids:
+        return 0
+    sent = dispatcher.send(job_id, unit_ids, queue)
+    store.mark_dispatched(unit_ids)
+    return sent
+
+
+def enqueue_job_file(db_url: str, file: Path, dispatcher: Dispatcher, *, queue: str = "gen",
+                     force_new: bool = False, check_keys: bool = True) -> Job:
+    """Validate, record the job, plan its units in chunks and dispatch each chunk as it is planned (the first
+    calls leave while a large job is still being planned). Refusals write nothing."""
+    spec = read_job_file(file)
+    instructor = load_instructor(spec, database_url=db_url)
+    next(iter(instructor.plan()), None)  # inputs read and checked before anything is written
+    if check_keys:
+        spec.check_keys()
+    dispatcher.check()
+    store = Store(db_url)
+    try:
+        existing = None if force_new else store.find_resumable(spec.name, spec.spec_hash)
+        if existing is not None:
+            stats = store.stats(existing.id)
+            raise UsageError(f"job {existing.id} already exists for this file ({stats.finished_units}/"
+                             f"{stats.total_units} units finished): `gen resume {existing.id}` continues it, "
+                             "`gen enqueue --new` starts another")
+        job = open_job(store, spec, instructor, resume=False, queue=queue).job
+        plan_units(store, job.id, instructor, start=0,
+                   on_chunk=lambda ids: dispatch(store, dispatcher, job.id, ids, queue))
+        return store.get_job(job.id) or job
+    finally:
+        store.close()
+
+
+def resume_job(store: Store, job: Job, dispatcher: Dispatcher, *, budget_usd: float | None = None) -> int:
+    """Finish planning if it was cut off, re-dispatch every unit not finished and not in flight; lift a cancel,
+    stop or block."""
+    spec = JobSpec.from_json(job.spec)
+    if budget_usd is not None:
+        data = job.spec
+        data["run"] = {**(data.get("run") or {}), "budget_usd": budget_usd}
+        store.update_job_spec(job.id, data)
+        spec = JobSpec.from_json(data)
+    dispatcher.check()
+    store.set_job_status(job.id, JobState.ACTIVE)
+    store.reclaim_expired([job.id])
+    sent = 0
+    if not job.planning_done:
+        instructor = load_instructor(spec, database_url=store.url)
+        plan_units(store, job.id, instructor, start=job.planned_units)
+    ids = store.undispatched_unit_ids(job.id, max_attempts=spec.run.unit_attempts)
+    sent += dispatch(store, dispatcher, job.id, ids, job.queue)
+    return sent
+
+
+class Supervisor:
+    def __init__(self, store: Store, dispatcher: Dispatcher, *, stall_seconds: float):
+        self.store = store
+        self.dispatcher = dispatcher
+        self.stall_seconds = stall_seconds
+
+    def sweep(self) -> dict[str, int]:
+        """One pass: lost units back to pending and re-sent; stalled pending units re-sent. Returns counts."""
+        counts = {"lost": 0, "stalled": 0}
+        by_job: dict[tuple[str, str], list[int]] = {}
+        for job_id, unit_id in self.store.reclaim_expired():
+            job = self.store.get_job(job_id)
+            by_job.setdefault((job_id, job.queue if job else "gen"), []).append(unit_id)
+            counts["lost"] += 1
+        for (job_id, queue), ids in by_job.items():
+            log.warning("job %s: %d units lost with their worker; dispatching them again", job_id, len(ids))
+            dispatch(self.store, self.dispatcher, job_id, ids, queue)
+        empty: dict[str, bool] = {}
+        stalled: dict[tuple[str, str], list[int]] = {}
+        for job_id, queue, unit_id in self.store.stalled_units(older_than=self.stall_seconds):
+            if queue not in empty:
+                empty[queue] = self.dispatcher.queue_length(queue) == 0
+            if empty[queue]:
+                stalled.setdefault((job_id, queue), []).append(unit_id)
+        for (job_id, queue), ids in stalled.items():
+            log.warning("job %s: %d pending units have no message in queue '%s' (a restarted Redis, messages "
+                        "dropped during a database outage); dispatching them again", job_id, len(ids), queue)
+            dispatch(self.store, self.dispatcher, job_id, ids, queue)
+            counts["stalled"] += len(ids)
+        return counts

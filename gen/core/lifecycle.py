@@ -1,0 +1,142 @@
+"""A job's whole life, written once for both drivers (`gen run` and the Celery worker).
+
+- `open_job`: the job a spec already is (resume), or a new one; refused before anything is written when the
+  instructor plans no units.
+- `plan_units`: the instructor's units, inserted in chunks from where planning stopped, so a job of millions of
+  units starts at once with flat memory, and an interrupted plan resumes exactly.
+- `JobRun`: one job as one process runs it: teachers built once, the near-duplicate index, the executor, the
+  budget stop and the job's state moves (active, finished, stopped, blocked: gen.store.states).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gen.config import JobSpec
+from gen.core.execute import UnitExecutor, UnitResult
+from gen.core.journal import CallGate
+from gen.core.lease import LeaseKeeper
+from gen.core.teachers import LimiterFactory, build_teachers, close_teachers, local_limiter
+from gen.errors import BudgetExhausted, TeacherUnavailable, UsageError
+from gen.instructors import Instructor
+from gen.instructors.base import MAX_UNITS
+from gen.neardup import NearDupIndex
+from gen.store import Job, Store, UnitState
+from gen.store.states import JobState
+from gen.store.threads import in_db_thread
+from gen.teacher import Meter
+
+log = logging.getLogger("gen.core")
+PLAN_CHUNK = 2000
+
+
+@dataclass
+class OpenedJob:
+    job: Job
+    created: bool
+
+
+def open_job(store: Store, spec: JobSpec, instructor: Instructor, *, resume: bool = True,
+             queue: str = "gen") -> OpenedJob:
+    """The job this spec already is (same name, same spec: resume; its `run:` settings are updated), or a new
+    one whose units are planned afterwards by `plan_units`."""
+    if resume:
+        existing = store.find_resumable(spec.name, spec.spec_hash)
+        if existing is not None:
+            if existing.spec != spec.to_json():
+                store.update_job_spec(existing.id, spec.to_json())  # e.g. a raised run.budget_usd
+                existing = store.get_job(existing.id) or existing
+            return OpenedJob(existing, created=False)
+    if next(iter(instructor.plan()), None) is None:
+        raise UsageError(f"{spec.source}: the instructor plans no units (is its input empty?)")
+    job = store.create_job(name=spec.name, instructor=spec.instructor_type, spec=spec.to_json(),
+                           spec_hash=spec.spec_hash, queue=queue, planning_done=False)
+    return OpenedJob(job, created=True)
+
+
+def plan_units(store: Store, job_id: str, instructor: Instructor, *, start: int, chunk: int = PLAN_CHUNK,
+               on_chunk: Callable[[list[int]], None] | None = None, stop: threading.Event | None = None) -> int:
+    """Insert the job's units from plan position `start` in chunks (each chunk and the new position in one
+    transaction); `on_chunk(new ids)` after each. Returns the position reached; marks planning done at the end."""
+    units = itertools.islice(instructor.plan(), start, None)
+    position = start
+    while stop is None or not stop.is_set():
+        batch = [(u.key, u.payload) for u in itertools.islice(units, chunk)]
+        if not batch:
+            store.finish_planning(job_id)
+            break
+        if position + len(batch) > MAX_UNITS:
+            raise UsageError(f"the job plans more than {MAX_UNITS:,} units: split it into several jobs")
+        ids = store.add_units(job_id, position, batch)
+        position += len(batch)
+        if on_chunk is not None:
+            on_chunk(ids)
+    return position
+
+
+class JobRun:
+    """One job as one process runs it, the same in `gen run` and in a worker."""
+
+    def __init__(self, store: Store, job_id: str, spec: JobSpec, instructor: Instructor, *, leases: LeaseKeeper,
+                 limiter_factory: LimiterFactory = local_limiter, meter: Meter | None = None,
+                 gate: CallGate | None = None):
+        self.store = store
+        self.job_id = job_id
+        self.spec = spec
+        self.meter = meter or Meter()
+        instructor.services.seen = NearDupIndex(store, job_id)  # shared by every worker of the job
+        self.teachers = build_teachers(spec, meter=self.meter, limiter_factory=limiter_factory)
+        self.executor = UnitExecutor(store, job_id, spec, instructor, self.teachers, leases=leases, gate=gate)
+        self._spent_in_db = 0.0
+        self._meter_at_read = 0.0
+        self._read_at = float("-inf")
+
+    async def run_unit(self, unit_id: int) -> UnitResult:
+        """Run one unit, unless the budget is reached (BudgetExhausted: the job is stopped) or a teacher cannot
+        be used (TeacherUnavailable: the job is blocked, the unit stays pending)."""
+        reason = await self.budget_stop()
+        if reason is not None:
+            await in_db_thread(self.store.set_job_status, self.job_id, JobState.STOPPED, reason)
+            raise BudgetExhausted(reason)
+        try:
+            return await self.executor.execute(unit_id)
+        except BudgetExhausted as exc:
+            await in_db_thread(self.store.set_job_status, self.job_id, JobState.STOPPED, str(exc))
+            raise
+        except TeacherUnavailable as exc:
+            await in_db_thread(self.store.set_job_status, self.job_id, JobState.BLOCKED, str(exc))
+            raise
+
+    async def spent(self) -> float:
+        """The job's spend: the database's total (every worker's calls), read at most once a second, plus what
+        this process has spent since."""
+        if time.monotonic() - self._read_at > 1.0:
+            self._spent_in_db = await in_db_thread(self.store.job_cost, self.job_id)
+            self._meter_at_read, self._read_at = self.meter.cost_usd, time.monotonic()
+        return self._spent_in_db + self.meter.cost_usd - self._meter_at_read
+
+    async def budget_stop(self) -> str | None:
+        budget = self.spec.run.budget_usd
+        if budget is None:
+            return None
+        spent = await self.spent()
+        return f"budget reached: ${spent:.4f} of ${budget:.4f}" if spent >= budget else None
+
+    async def close(self) -> None:
+        await close_teachers(self.teachers)
+
+
+def settle_job(store: Store, job_id: str, *, max_attempts: int) -> JobState | None:
+    """A job with its plan complete and nothing left to run is finished (whichever driver ran it)."""
+    job = store.get_job(job_id)
+    if job is None or not job.planning_done or job.status != JobState.ACTIVE:
+        return None
+    units = store.stats(job_id).units
+    if units[UnitState.RUNNING] or store.runnable_unit_ids(job_id, max_attempts=max_attempts, limit=1):
+        return None
+    store.set_job_status(job_id, JobState.FINISHED)
+    return JobState.FINISHED

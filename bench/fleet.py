@@ -111,6 +111,7 @@ def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, in
 
     from gen.store import Store
     from gen.core.fleet import enqueue_job_file
+    from worker.app import get_app
     from worker.dispatch import CeleryDispatcher
 
     fresh_state()
@@ -125,7 +126,7 @@ def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, in
         rss: dict[int, float] = {}
         started_wall = time.time()
         started = time.monotonic()
-        job = enqueue_job_file(DB_URL, job_file, CeleryDispatcher(os.environ["GEN_REDIS_URL"]))
+        job = enqueue_job_file(DB_URL, job_file, CeleryDispatcher(get_app(), os.environ["GEN_REDIS_URL"]))
         enqueued = time.monotonic() - started
         stats_url = base.rsplit("/v1", 1)[0] + "/sim/stats"
         while json.load(urllib.request.urlopen(stats_url))["requests"] == 0 and time.monotonic() - started < 30:

@@ -220,10 +220,11 @@ def resume(ctx: click.Context, job: str, budget_usd: float | None) -> None:
 
 def _dispatcher():
     """The fleet's queue (Celery on Redis), the one place the CLI reaches into worker/."""
+    from worker.app import get_app
     from worker.dispatch import CeleryDispatcher
     from worker.settings import fleet_settings
 
-    return CeleryDispatcher(fleet_settings().redis_url)
+    return CeleryDispatcher(get_app(), fleet_settings().redis_url)
 
 
 @cli.command()

@@ -81,7 +81,7 @@ def test_two_workers_run_a_job_to_completion_each_unit_once(fleet, tmp_path):
 
 def test_a_worker_killed_mid_conversation_loses_nothing_and_repeats_no_call(fleet, tmp_path):
     follow_ups = "  follow_ups: [\"Tell me more.\", \"Give an example.\", \"Summarise.\"]\n"
-    with Simulator(SimConfig(latency=0.3)) as sim:
+    with Simulator(SimConfig(latency=0.6)) as sim:
         victim, = fleet.start(1)
         text_ = sim_job(sim.base_url, prompts=6).replace("  prompts:\n", follow_ups + "  prompts:\n")
         job_id = fleet.enqueue(write_job(tmp_path / "j.yml", text_))

@@ -128,3 +128,17 @@ def test_ten_million_units_start_at_once_with_flat_memory(tmp_path):
     assert rss_mb < 200, f"{rss_mb:.0f} MB with {job_row.planned_units} units planned"
     assert not job_row.planning_done and job_row.planned_units < 10_000_000
     assert proc.returncode == 130
+
+
+def test_status_says_when_a_fleet_job_waits_with_no_message(tmp_path):
+    """After a Redis restart the queue is empty: `gen status` says why nothing moves instead of showing 0 calls/min."""
+    store = Store(os.environ["GEN_DATABASE_URL"])
+    job = store.create_job(name="fleet", instructor="respond", spec={"run": {}}, spec_hash="x",
+                           units=[(f"u{i}", {}) for i in range(3)])
+    ids = store.runnable_unit_ids(job.id, max_attempts=3)
+    store.mark_dispatched(ids)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE units SET dispatched_at = :t"), {"t": "2000-01-01 00:00:00"})
+    out = gen_cmd("status", job.id)
+    assert out.returncode == 0, out.stderr
+    assert "3 pending units have had no queue message" in out.stdout

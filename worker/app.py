@@ -15,9 +15,8 @@ from functools import lru_cache
 from celery import Celery
 from celery.signals import worker_ready
 
+from worker.dispatch import TASK_RUN_UNITS
 from worker.settings import fleet_settings
-
-TASK_RUN_UNITS = "gen.run_units"
 log = logging.getLogger("gen.worker")
 
 
@@ -52,12 +51,12 @@ def create_app() -> Celery:
     return app
 
 
-def _start_runtime(**_kwargs) -> None:
-    """Start the event loop, lease renewal and the sweep for lost units as soon as the worker is up, so an idle
-    worker also rescues units that died with another worker."""
+def _start_runtime(sender=None, **_kwargs) -> None:  # noqa: ANN001
+    """Start the event loop, lease renewal and the supervisor as soon as the worker is up, so an idle worker also
+    rescues units that died with another worker."""
     from worker.runtime import get_runtime
 
-    get_runtime()
+    get_runtime(sender.app if sender is not None else get_app())
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,8 @@ from urllib.parse import urlsplit, urlunsplit
 from kombu.exceptions import KombuError
 
 from gen.errors import GenError
-from worker.app import TASK_RUN_UNITS, get_app
+
+TASK_RUN_UNITS = "gen.run_units"
 
 
 def redacted(url: str) -> str:
@@ -37,7 +38,8 @@ def batch_size_for(units: int) -> int:
 class CeleryDispatcher:
     """Messages of `gen.run_units` (a job id and a batch of its unit ids) on the Redis broker."""
 
-    def __init__(self, redis_url: str, *, batch_size: int | None = None):
+    def __init__(self, app, redis_url: str, *, batch_size: int | None = None):  # noqa: ANN001 (a Celery app)
+        self.app = app
         self.redis_url = redis_url
         self.batch_size = batch_size
         self._redis = None
@@ -47,7 +49,7 @@ class CeleryDispatcher:
 
     def send(self, job_id: str, unit_ids: list[int], queue: str) -> int:
         try:
-            app = get_app()
+            app = self.app
             size = self.batch_size or batch_size_for(len(unit_ids))
             with app.producer_or_acquire() as producer:
                 for start in range(0, len(unit_ids), size):

@@ -32,14 +32,14 @@ TEACHER_RETRY_SECONDS = 30.0
 
 
 class WorkerRuntime:
-    def __init__(self, settings: FleetSettings):
+    def __init__(self, settings: FleetSettings, app):  # noqa: ANN001 (the Celery app, to send messages with)
         self.settings = settings
         self.store = Store(settings.database_url)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="gen-loop", daemon=True)
         self.runs: dict[str, tuple[dict, JobRun]] = {}
         self.leases = LeaseKeeper(self.store, settings.worker_name, settings.lease_seconds)
-        self.dispatcher = CeleryDispatcher(settings.redis_url)
+        self.dispatcher = CeleryDispatcher(app, settings.redis_url)
         self._job_rows: dict[str, tuple[float, object]] = {}
         self._job_row_locks: dict[str, asyncio.Lock] = {}
         self._db_backoff = 1.0
@@ -178,9 +178,9 @@ _runtime: WorkerRuntime | None = None
 _runtime_lock = threading.Lock()
 
 
-def get_runtime() -> WorkerRuntime:
+def get_runtime(app) -> WorkerRuntime:  # noqa: ANN001
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            _runtime = WorkerRuntime(fleet_settings())
+            _runtime = WorkerRuntime(fleet_settings(), app)
         return _runtime

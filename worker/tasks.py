@@ -33,7 +33,7 @@ def register(app: Celery) -> None:
             return "refused"
         from worker.runtime import get_runtime
 
-        retry, delay = get_runtime().run_units(job_id, unit_ids)
+        retry, delay = get_runtime(self.app).run_units(job_id, unit_ids)
         if retry:
             raise self.retry(args=[job_id, retry], countdown=delay)
         return "ok"

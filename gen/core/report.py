@@ -8,6 +8,9 @@ from gen.store import Job, Store, UnitState
 from gen.store.states import JobState
 
 
+STALL_NOTICE_SECONDS = 120.0
+
+
 def effective_status(job: Job, units: dict[str, int]) -> str:
     """`active` jobs with nothing pending or running are finished, whichever driver ran them."""
     if job.status in (JobState.ACTIVE, JobState.BLOCKED) and job.planning_done and not units[UnitState.PENDING] \
@@ -31,6 +34,9 @@ def status_dict(store: Store, job: Job) -> dict[str, Any]:
         "calls_per_minute": calls_last_min, "units_per_minute": units_last_min, "eta_seconds": eta,
         "budget_usd": (job.spec.get("run") or {}).get("budget_usd"), "queue": job.queue,
         "near_duplicates": store.near_duplicates(job.id),
+        "planned_units": job.planned_units, "planning_done": job.planning_done,
+        "waiting_without_message": store.waiting_without_message(job.id, older_than=STALL_NOTICE_SECONDS)
+        if job.status == JobState.ACTIVE and not units_last_min else 0,
     }
 
 
@@ -51,6 +57,13 @@ def status_lines(store: Store, job: Job) -> list[str]:
         f"  rate     {d['calls_per_minute']} calls/min, {d['units_per_minute']} units/min over the last minute; "
         f"ETA {format_seconds(d['eta_seconds']) if d['eta_seconds'] is not None else '?'}",
     ]
+    if not d["planning_done"]:
+        lines.insert(2, f"  planning {d['planned_units']} units planned so far (planning continues; `gen resume` "
+                        "or `gen run` finishes an interrupted plan)")
+    if d["waiting_without_message"]:
+        lines.append(f"  waiting  {d['waiting_without_message']} pending units have had no queue message for over "
+                     f"{STALL_NOTICE_SECONDS:.0f}s and nothing ran in the last minute: is a worker running? (workers "
+                     "re-send them by themselves: a restarted Redis or a database outage costs a delay)")
     problems = store.units(job.id, UnitState.REJECTED)[:3] + store.units(job.id, UnitState.FAILED)[:3]
     for unit in problems:
         lines.append(f"  {unit.state} unit {unit.key}: {unit.last_error}")

@@ -219,6 +219,14 @@ class Store:
                 q = q.limit(limit)
             return [(r[0], r[1]) for r in s.exec(q)]
 
+    def waiting_without_message(self, job_id: str, *, older_than: float) -> int:
+        """Pending units of a fleet job whose last queue message is older than `older_than` seconds."""
+        since = utcnow() - timedelta(seconds=older_than)
+        with self.session() as s:
+            return int(s.exec(select(func.count()).select_from(Unit).where(
+                Unit.job_id == job_id, Unit.state == UnitState.PENDING, Unit.dispatched_at != None,  # noqa: E711
+                Unit.dispatched_at < since)).one())
+
     def mark_dispatched(self, unit_ids: list[int]) -> None:
         """The queue has a message for these units as of now (what the supervisor's stall check reads)."""
         if not unit_ids:

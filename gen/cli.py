@@ -8,10 +8,17 @@ import os
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import click
 
-from gen.config import JobSpec, load_settings, read_job_file
 from gen.errors import GenError, UsageError
+
+if TYPE_CHECKING:
+    from gen.config import JobSpec
+
+# Each command imports what it uses, when it runs: `gen --help` loads neither the database layer, the SDKs nor
+# the simulator (tests/test_imports.py).
 
 EXIT_INTERRUPTED = 130
 
@@ -61,6 +68,8 @@ def cli(ctx: click.Context, db_url: str | None, verbose: bool) -> None:
     """gen: synthetic conversations from teacher models, exported as training JSONL."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from gen.config import load_settings
+
     ctx.ensure_object(dict)
     if db_url:
         os.environ["GEN_DATABASE_URL"] = db_url  # instructors that read an earlier job at plan time look here
@@ -79,6 +88,8 @@ def plan_units(spec: JobSpec):
 @handle_errors
 def validate(file: Path) -> None:
     """Check a job file (schema, instructor options, inputs) without running anything."""
+    from gen.config import read_job_file
+
     spec = read_job_file(file)
     _, units = plan_units(spec)
     teachers = ", ".join(f"{n} ({t.provider}:{t.model})" for n, t in spec.teachers.items())

@@ -11,7 +11,6 @@ from typing import Any
 import yaml
 
 from gen.errors import JobFileError, MissingKeyError
-from gen.schemas import schema_problems, validator_for
 
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "mistral": "MISTRAL_API_KEY"}
 DEFAULT_BASE_URL = {"openai": "https://api.openai.com/v1", "mistral": "https://api.mistral.ai"}
@@ -162,6 +161,8 @@ def read_job_file(path: str | Path) -> JobSpec:
 
 
 def parse_job(data: Any, *, label: str = "<job>", base_dir: str = ".") -> JobSpec:
+    from gen.schemas import schema_problems, validator_for  # jsonschema: only when a job file is read
+
     if data is None:
         raise JobFileError(label, ["the file is empty"])
     problems = schema_problems(validator_for("job"), data)

@@ -24,8 +24,12 @@ def available_instructors() -> dict[str, type]:
 
 
 def instructor_class(name: str, *, source: str = "<job>") -> type:
-    found = available_instructors()
-    if name not in found:
-        known = ", ".join(found) or "none installed"
-        raise JobFileError(source, [f"instructor.type: unknown instructor '{name}' (known: {known})"])
-    return found[name]
+    """The instructor registered as `name`; only its own module is imported (the others are not loaded)."""
+    for ep in entry_points(group=GROUP, name=name):
+        try:
+            return ep.load()
+        except (ImportError, AttributeError) as exc:
+            raise JobFileError(source, [f"instructor.type: the instructor plugin '{name}' ({ep.value}) failed to "
+                                        f"load: {exc}"]) from None
+    known = ", ".join(sorted(ep.name for ep in entry_points(group=GROUP))) or "none installed"
+    raise JobFileError(source, [f"instructor.type: unknown instructor '{name}' (known: {known})"])

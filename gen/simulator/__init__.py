@@ -2,10 +2,18 @@
 
 Used by tests, demos and benchmarks in place of a real teacher LLM.  See
 ``server.py`` for the request flow and the TPM charging rule, ``buckets.py``
-for how RPM/TPM limits are enforced.
+for how RPM/TPM limits are enforced. The server (aiohttp) is imported only when
+it is used, so `gen --help` does not pay for it.
 """
 
 from .config import SimConfig
-from .server import RunningSimulator, Simulator, build_app, start_simulator
 
 __all__ = ["SimConfig", "Simulator", "RunningSimulator", "build_app", "start_simulator"]
+
+
+def __getattr__(name: str):
+    if name in ("Simulator", "RunningSimulator", "build_app", "start_simulator"):
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module 'gen.simulator' has no attribute {name!r}")

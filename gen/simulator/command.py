@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 
@@ -27,6 +26,8 @@ def _banner(url: str, config: SimConfig) -> str:
 
 
 async def _serve(config: SimConfig) -> None:
+    import asyncio
+
     from .server import start_simulator  # aiohttp is imported only when serving
 
     try:
@@ -76,6 +77,8 @@ def simulate(**options: object) -> None:
         hint = f"--{field.replace('_', '-')}" if field in options else None
         raise click.BadParameter(str(exc), param_hint=hint) from None
     try:
+        import asyncio
+
         asyncio.run(_serve(config))
     except KeyboardInterrupt:
         pass

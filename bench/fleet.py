@@ -182,11 +182,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=20, help="task messages per worker process")
     parser.add_argument("--in-flight", type=int, default=200, help="the teacher's max_concurrency per process")
+    parser.add_argument("--units", type=int, default=None, help="rate: 600, latency: 3000 by default")
     args = parser.parse_args()
     if args.mode == "rate":
-        run(600, 1200, 0.5, args.workers, args.concurrency, args.in_flight, [])
+        run(args.units or 600, 1200, 0.5, args.workers, args.concurrency, args.in_flight, [])
     elif args.mode == "latency":
-        run(3000, 0, 0.5, args.workers, args.concurrency, args.in_flight, [])
+        run(args.units or 3000, 0, 0.5, args.workers, args.concurrency, args.in_flight, [])
     else:
         run(20000, 0, 0.05, 1, args.concurrency, args.in_flight, [2000, 20000])
 

@@ -222,3 +222,36 @@ def test_every_check_has_a_property_test_here():
               "json_only", "only_words", "no_exclamation", "address_as", "bullets_only", "max_bullets",
               "sentence_count", "max_sentences", "allowed_punctuation", "acrostic", "starts_with"}
     assert tested == set(CHECKS)
+
+
+# Constraints read from a system prompt's words (for sources that carry no ids) ------------------------------
+def seed_entries():
+    import yaml
+
+    from conftest import ROOT
+    for name in ("system_prompts.yaml", "mechanical_constraints.yaml"):
+        yield from yaml.safe_load((ROOT / "instructors" / "data" / name).read_text(encoding="utf-8"))
+
+
+def test_constraints_read_from_the_seed_prompts_words_are_never_more_than_the_seeds_declare():
+    from gen.instructors.systemchat.prompt_constraints import constraints_in_prompt
+    same = extra = 0
+    for entry in seed_entries():
+        declared = {c.id for c in parse_constraints(entry.get("constraint"))}
+        found = {c.id for c in constraints_in_prompt(entry["prompt"])}
+        extra += len(found - declared)
+        same += found == declared
+    assert extra == 0
+    assert same >= 36  # of 41 entries; the rest are said in ways left to the judge (or a looser starts_with)
+
+
+@pytest.mark.parametrize("prompt, ids", [
+    ("You answer briefly.", []), ("First restate the question in one sentence, then answer it.", []),
+    ("Keep it under 50 words and never use an exclamation mark.", ["max_words:50", "no_exclamation"]),
+    ("Reply in no more than three sentences.", ["max_sentences:3"]),
+    ("Write entirely in lower case. Never use the letter \u201cz\u201d.", ["no_letter:z", "all_lowercase"]),
+    ("Respond with valid JSON only.", ["json_only"]),
+])
+def test_constraints_read_from_plain_words(prompt, ids):
+    from gen.instructors.systemchat.prompt_constraints import constraints_in_prompt
+    assert sorted(c.id for c in constraints_in_prompt(prompt)) == sorted(ids)

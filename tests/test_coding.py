@@ -354,3 +354,36 @@ def test_a_sentence_anywhere_in_plain_code_is_found_and_as_a_comment_it_is_fine(
         with_prose = "\n".join([*lines[:at], sentence, *lines[at:]])
         assert plainformat_problem(with_prose, language) is not None, with_prose
         assert plainformat_problem("\n".join([*lines[:at], f"{comment} {sentence}", *lines[at:]]), language) is None
+
+
+SUBJECTS = ["This script", "The function", "It", "This program", "The code above", "Each line", "Then the loop"]
+VERBS = ["reads", "prints", "returns", "counts", "checks", "creates", "stores", "sorts"]
+OBJECTS = ["the name of every file", "all of the results", "the sum of the numbers", "each line of the input",
+           "a list of the words", "the total"]
+TAILS = ["in the directory", "for the user", "to the screen", "from the file", "with a loop", "as it goes", ""]
+
+
+def test_property_generated_sentences_are_prose_in_code_and_fine_as_comments():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    sentence = st.builds(lambda s, v, o, t, end: f"{s} {v} {o} {t}".strip() + end, st.sampled_from(SUBJECTS),
+                         st.sampled_from(VERBS), st.sampled_from(OBJECTS), st.sampled_from(TAILS),
+                         st.sampled_from([".", "!", ":", ""]))
+    programs = st.sampled_from([("Bash", SHELL_CODE), ("Python", ADD_CODE), ("C", C_ANSWER),
+                                ("JavaScript", "const x = 1;\nconsole.log(x);\n"), ("Go", "package main\n\nfunc main() {\n}\n")])
+
+    @settings(max_examples=200, deadline=None)
+    @given(programs, sentence, st.data())
+    def check(program, text, data):
+        language, code = program
+        lines = code.splitlines()
+        at = data.draw(st.integers(min_value=0, max_value=len(lines)))
+        if len(text.split()) < 8 and not text.endswith((".", "!", ":")):
+            return  # a short fragment without an end mark is not a sentence by the rule
+        assert plainformat_problem("\n".join([*lines[:at], text, *lines[at:]]), language) is not None
+        comment = "#" if language in ("Bash", "Python") else "//"
+        indent = data.draw(st.sampled_from(["", "    "]))
+        assert plainformat_problem("\n".join([*lines[:at], f"{indent}{comment} {text}", *lines[at:]]), language) is None
+
+    check()

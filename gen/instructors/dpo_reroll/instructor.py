@@ -28,9 +28,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from gen.errors import OutputRejected
+from gen.errors import JobFileError, OutputRejected
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
-from gen.errors import JobFileError
 from gen.instructors.dpo_reroll.choosing import (DEFAULT_JUDGE_CRITERIA, Decision, by_judge, by_length, by_rules,
                                                  rejected_with, similarity, system_prompt_of)
 from gen.instructors.systemchat.constraints import LIMITS_LENGTH_OR_FORM, constraint_problems, parse_constraints

@@ -3,8 +3,8 @@
 Python is parsed with `ast` and compiled with `compile()` in-process. Other languages are checked by a local
 tool where one is installed (found with `shutil.which`): the code is written into a fresh temporary folder
 and the tool's syntax-only mode runs there, with a timeout and no input (`node --check`, `gcc -fsyntax-only`,
-`g++ -fsyntax-only`, `bash -n`, `tsc --noEmit`, `rustc --emit=metadata`, `javac -proc:none`, `go vet` or
-`gofmt -e`, `ruby -c`, `php -l`). Where there is no tool, or the code needs something this machine lacks (a
+`g++ -fsyntax-only`, `bash -n`, `tsc --noEmit`, `rustc --emit=metadata`, `javac -proc:none`, `gofmt -e`,
+`ruby -c`, `php -l`). Where there is no tool, or the code needs something this machine lacks (a
 C header, a Rust crate, a Java package, a TypeScript module or @types package), or the tool times out, the
 result is "unchecked": never "passed" without a check.
 

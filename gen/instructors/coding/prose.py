@@ -3,8 +3,8 @@
 A line reads as a sentence when, after any Markdown list marker, it starts with a capital letter, has at least
 four words, carries no code token (`= ; { } [ ] < > $ | & \\ @`, a backtick, `::`, `->`, `=>`, a call such as
 `f(`), ends like a sentence (`.`, `!`, `?`, `:`) or runs to eight words or more, and reads like English: at
-least two and a quarter of its words are common function words ("the", "this", "and", "to"...) and most words
-after the first are lower case (so `SELECT name FROM users ORDER BY name` is not prose).
+least two of its words, and at least a quarter of them, are common function words ("the", "this", "and",
+"to"...), and most words after the first are lower case (so `SELECT name FROM users ORDER BY name` is not prose).
 
 Lines where English belongs are never looked at: comments (`#`, `//`, `--`, ...), block comments (`/* */`),
 Python triple-quoted strings, shell here-documents and JavaScript/TypeScript/Go backtick strings.

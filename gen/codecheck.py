@@ -3,12 +3,16 @@
 Python is parsed with `ast` and compiled with `compile()` in-process. Other languages are checked by a local
 tool where one is installed (found with `shutil.which`): the code is written into a fresh temporary folder
 and the tool's syntax-only mode runs there, with a timeout and no input (`node --check`, `gcc -fsyntax-only`,
-`g++ -fsyntax-only`, `bash -n`, `rustc --emit=metadata`, `javac -proc:none`, `gofmt -e`, `ruby -c`,
-`php -l`). Where there is no tool, or the code needs something this machine lacks (a C header, a Rust crate,
-a Java package), or the tool times out, the result is "unchecked": never "passed" without a check.
+`g++ -fsyntax-only`, `bash -n`, `tsc --noEmit`, `rustc --emit=metadata`, `javac -proc:none`, `gofmt -e`,
+`ruby -c`, `php -l`). Where there is no tool, or the code needs something this machine lacks (a
+C header, a Rust crate, a Java package, a TypeScript module or @types package), or the tool times out, the
+result is "unchecked": never "passed" without a check.
 
-Not checked on purpose: `perl -c` runs BEGIN blocks, and TypeScript's `tsc` reports missing modules and types
-as errors, so both are "unchecked".
+Before any tool runs, the code must be in the task's language (`gen.codelang.wrong_language`): a C++ answer
+to a C task, or Python in a shell answer, fails with the markers that gave it away. C is checked in C mode
+(`gcc -x c`), so C++ headers and syntax fail instead of being taken for a missing library.
+
+Not checked on purpose: `perl -c` runs BEGIN blocks, so Perl is "unchecked".
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
+
+from gen.codelang import NAMES, wrong_language
 
 PASSED, FAILED, UNCHECKED = "passed", "failed", "unchecked"
 MESSAGE_LINES = 6
@@ -83,6 +89,7 @@ class ToolCheck:
     argv: Callable[[str, str], list[str]]                # (executable, file name) -> command line
     filename: Callable[[str], str]                       # code -> file name to write it under
     needs_missing: tuple[str, ...] = field(default=())   # output patterns meaning "this machine lacks a dependency"
+    error_line: str | None = None                        # when set, unchecked only if EVERY such line needs_missing
 
 
 _ESM = re.compile(r"^\s*(import|export)\b[^(]", re.M)
@@ -99,15 +106,29 @@ def _file(name: str) -> Callable[[str], str]:
 
 
 _NO_SUCH_HEADER = (r"fatal error: .*: No such file or directory",)
+CPP_HEADERS = ("iostream", "vector", "string", "map", "unordered_map", "set", "unordered_set", "algorithm",
+               "memory", "fstream", "sstream", "iomanip", "thread", "mutex", "optional", "array", "deque", "queue",
+               "stack", "list", "functional", "chrono", "utility", "numeric", "cstdio", "cstdlib", "cstring",
+               "cmath", "cstdint", "cctype", "cassert", "ctime", "exception", "stdexcept", "tuple", "regex")
+# In C, a C++ standard header is not "a library this machine lacks": the answer is not C.
+_NO_SUCH_C_HEADER = (rf"fatal error: (?!(?:{'|'.join(CPP_HEADERS)}): )[^:\n]*: No such file or directory",)
+# TypeScript errors meaning a module or its type declarations are not installed here (not the code's fault)
+_TS_MISSING = (r"error TS(?:2307|2580|2591|2592|2593|2584|2503|2688|2792|7016):",)
 
 TOOLS: dict[str, ToolCheck] = {
     "javascript": ToolCheck("node", "node --check", lambda exe, f: [exe, "--check", f],
                             lambda code: "answer.mjs" if _ESM.search(code) else "answer.cjs"),
-    "c": ToolCheck("gcc", "gcc -fsyntax-only", lambda exe, f: [exe, "-fsyntax-only", "-w", f], _file("answer.c"),
-                   needs_missing=_NO_SUCH_HEADER),
+    "c": ToolCheck("gcc", "gcc -fsyntax-only -x c", lambda exe, f: [exe, "-fsyntax-only", "-x", "c", "-std=gnu17",
+                                                                    "-w", f],
+                   _file("answer.c"), needs_missing=_NO_SUCH_C_HEADER),
     "cpp": ToolCheck("g++", "g++ -fsyntax-only", lambda exe, f: [exe, "-fsyntax-only", "-w", "-std=c++20", f],
                      _file("answer.cpp"), needs_missing=_NO_SUCH_HEADER),
     "shell": ToolCheck("bash", "bash -n", lambda exe, f: [exe, "-n", f], _file("answer.sh")),
+    "typescript": ToolCheck("tsc", "tsc --noEmit",
+                            lambda exe, f: [exe, "--noEmit", "--pretty", "false", "--target", "es2022", "--lib",
+                                            "es2022,dom", "--module", "esnext", "--moduleResolution", "bundler",
+                                            "--skipLibCheck", f],
+                            _file("answer.ts"), needs_missing=_TS_MISSING, error_line=r"error TS\d+:"),
     "rust": ToolCheck("rustc", "rustc --emit=metadata",
                       lambda exe, f: [exe, "--edition", "2021", "--crate-type", "lib", "--emit=metadata",
                                       "-o", "out/answer.rmeta", "-A", "warnings", f],
@@ -124,6 +145,10 @@ TOOLS: dict[str, ToolCheck] = {
 def check_code(language: str, code: str, *, timeout: float = 10.0) -> CodeCheck:
     """Check `code` as `language` without running it: passed, failed (with the checker's message) or unchecked."""
     lang = canonical_language(language)
+    other = wrong_language(lang, code)
+    if other is not None:
+        return CodeCheck(FAILED, "language markers", f"the code is {NAMES[other.language]}, not {language} "
+                                                     f"({', '.join(other.found)})")
     if lang == "python":
         return check_python(code)
     tool = TOOLS.get(lang)
@@ -169,6 +194,11 @@ def run_tool(tool: ToolCheck, code: str, *, timeout: float = 10.0) -> CodeCheck:
         output = (done.stderr + "\n" + done.stdout).replace(folder + os.sep, "").replace(folder, "")
     if done.returncode == 0:
         return CodeCheck(PASSED, label)
+    if tool.error_line is not None:
+        errors = [line for line in output.splitlines() if re.search(tool.error_line, line)]
+        if errors and all(any(re.search(p, line) for p in tool.needs_missing) for line in errors):
+            return CodeCheck(UNCHECKED, label, f"needs what this machine lacks: {first_lines(errors[0], 1)}")
+        return CodeCheck(FAILED, label, first_lines(output) or f"{tool.tool} exited with status {done.returncode}")
     for pattern in tool.needs_missing:
         found = re.search(pattern, output)
         if found:

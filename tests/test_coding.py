@@ -145,7 +145,7 @@ def test_c_code_is_checked_by_gcc_and_a_missing_header_is_unchecked_not_failed(s
     assert checks == {(first, "passed"), (first + " PLAINFORMAT", "passed"),
                       (second, "unchecked"), (second + " PLAINFORMAT", "unchecked")}
     refused = [c.reject_reason for c in store.calls_for_job(job_id) if c.accepted is False]
-    assert len(refused) == 1 and refused[0].startswith("gcc -fsyntax-only rejects the code:\n")
+    assert len(refused) == 1 and refused[0].startswith("gcc -fsyntax-only -x c rejects the code:\n")
     assert "answer.c:1:26: error: expected ';' before '}' token" in refused[0]
 
 
@@ -236,3 +236,154 @@ def test_the_worked_example_dry_run_finishes(tmp_path):
     assert exported.returncode == 0, exported.stderr
     lines = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
     assert lines and all("rejected_because" in line["metadata"] for line in lines)
+
+
+# Issue #10, point 7: PLAINFORMAT prose in shell answers, and code in the wrong language -----------------------
+SHELL_TASK = "Write a Bash script that prints the names of all .txt files in the current directory."
+SHELL_CODE = "#!/bin/bash\nfor f in *.txt; do\n  echo \"$f\"\ndone\n"
+SHELL_WITH_PROSE = ("#!/bin/bash\nThis script prints the name of every text file in the directory.\n"
+                    "for f in *.txt; do\n  echo \"$f\"\ndone\n")
+
+
+def test_shell_prose_that_bash_accepts_is_refused_in_plainformat(sim, tmp_path):
+    assert check_code("Bash", SHELL_WITH_PROSE).status == "passed"  # the compiler alone lets it through
+    sim.script([
+        {"match": TASKS, "answers": [tasks(SHELL_TASK)]},
+        {"match": NORMAL, "answers": [f"Loop over the glob.\n\n```bash\n{SHELL_CODE}```\n\nThat prints them."]},
+        {"match": PLAIN, "answers": [SHELL_WITH_PROSE, SHELL_CODE]},
+    ])
+    store, job_id, _ = run_directly(tmp_path, coding_job(sim.base_url, "  count: 1\n  languages: [Bash]\n"))
+    refused = [c.reject_reason for c in store.calls_for_job(job_id) if c.accepted is False]
+    assert refused == ["PLAINFORMAT answer must be only code, but line 2 is prose: "
+                       "'This script prints the name of every text file in the directory.'"]
+    plain = [r for r in store.iter_records(job_id) if r.meta["variant"] == "plainformat"]
+    assert [r.conversation[-1]["content"] for r in plain] == [SHELL_CODE.strip()]
+
+
+C_TASK = "Write a C program that prints hello and exits with status zero."
+CPP_ANSWER = "#include <iostream>\nint main() {\n    std::cout << \"hello\" << std::endl;\n    return 0;\n}\n"
+C_ANSWER = "#include <stdio.h>\nint main(void) {\n    printf(\"hello\\n\");\n    return 0;\n}\n"
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+def test_a_cpp_answer_to_a_c_task_is_refused_not_stored_as_unchecked(sim, tmp_path):
+    sim.script([
+        {"match": TASKS, "answers": [tasks(C_TASK)]},
+        {"match": NORMAL, "answers": [f"Use iostream.\n\n```c\n{CPP_ANSWER}```\n\nIt prints hello.",
+                                      f"Use printf.\n\n```c\n{C_ANSWER}```\n\nIt prints hello."]},
+        {"match": PLAIN, "answers": [CPP_ANSWER, C_ANSWER]},
+    ])
+    store, job_id, _ = run_directly(tmp_path, coding_job(sim.base_url, "  count: 1\n  languages: [C]\n"))
+    records = list(store.iter_records(job_id))
+    assert len(records) == 2 and {r.meta["code_check"] for r in records} == {"passed"}
+    assert all("std::" not in r.conversation[-1]["content"] for r in records)
+    refused = [c.reject_reason for c in store.calls_for_job(job_id) if c.accepted is False]
+    assert len(refused) == 2 and all("the code is C++, not C" in r for r in refused)
+
+
+@pytest.mark.parametrize("language, code, other", [
+    ("C", CPP_ANSWER, "C++"), ("Bash", "import os\n\ndef main():\n    print(os.getcwd())\n", "Python"),
+    ("Python", "const x = require('fs');\nconsole.log(x);\n", "JavaScript"),
+    ("JavaScript", "def f(x):\n    return x\n", "Python"),
+])
+def test_code_in_another_language_fails_with_the_markers_that_gave_it_away(language, code, other):
+    result = check_code(language, code)
+    assert result.status == "failed" and result.message.startswith(f"the code is {other}, not {language}")
+
+
+@pytest.mark.parametrize("language, code", [
+    ("C++", C_ANSWER),  # C is (almost always) valid C++
+    ("TypeScript", "const x = 1;\nconsole.log(x);\n"),  # so is JavaScript TypeScript
+    ("Python", "# std::vector in a comment is not C++\nprint('console.log(x) in a string')\n"),
+])
+def test_languages_that_contain_the_answer_or_markers_in_comments_are_not_wrong(language, code):
+    assert check_code(language, code).status == "passed"
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+def test_c_is_compiled_as_c_so_a_cpp_header_fails_instead_of_being_a_missing_library():
+    mixed = "#include <stdio.h>\n#include <vector>\nint main(void) { printf(\"x\"); return 0; }\n"
+    result = check_code("C", mixed)
+    assert result.status == "failed" and "vector: No such file" in result.message
+    assert check_code("C", "#include <libpq-fe.h>\nint main(void) { return 0; }\n").status == "unchecked"
+
+
+@pytest.mark.skipif(shutil.which("tsc") is None, reason="tsc is not installed (npm install -g typescript)")
+def test_typescript_is_type_checked_by_tsc_and_missing_modules_are_unchecked():
+    good = "interface P { name: string }\nfunction greet(p: P): string { return p.name; }\nconsole.log(greet({name: 'x'}));\n"
+    assert check_code("TypeScript", good).status == "passed"
+    wrong = check_code("TypeScript", "function f(p: string): number { return p; }\n")
+    assert wrong.status == "failed" and "TS2322" in wrong.message
+    needs = check_code("TypeScript", "import express from 'express';\nconst app = express();\n")
+    assert needs.status == "unchecked" and "TS2307" in needs.message
+    both = check_code("TypeScript", "import express from 'express';\nconst n: number = 'x';\n")
+    assert both.status == "failed"  # a missing module does not hide a real error
+
+
+@pytest.mark.parametrize("language, code", [
+    ("Bash", "#!/bin/bash\n# This script prints the name of every text file in the directory.\nls *.txt\n"),
+    ("Bash", "cat <<EOF\nUsage: backup.sh SOURCE DEST\nThis copies every file from the source to the destination.\nEOF\n"),
+    ("Bash", "echo Hello world, this is a test of the system and it is fine\n"),
+    ("Python", 'def add(a, b):\n    """Return the sum.\n\n    This is the function you call when you want to add them.\n    """\n'
+               "    return a + b\n"),
+    ("Python", 'MESSAGE = "This is a message for the user of the tool."\nprint(MESSAGE)\n'),
+    ("C", "/*\n * This program prints a greeting to the user of the program.\n */\nint main(void) { return 0; }\n"),
+    ("JavaScript", "const msg = `\nThis is a long message for all of the users.\n`;\nconsole.log(msg);\n"),
+    ("SQL", "SELECT name FROM users ORDER BY name\n"),
+])
+def test_english_where_code_allows_it_is_not_prose(language, code):
+    assert plainformat_problem(code, language) is None
+
+
+ENGLISH = ["This script prints the name of every file in the directory.",
+           "The function returns the sum of the two numbers given to it.",
+           "Note that this is not safe to use with more than one thread.",
+           "It reads the file line by line and counts the words in each line.",
+           "You can run it with the name of the file as the first argument.",
+           "First, we create a list to hold all of the results."]
+
+
+@pytest.mark.parametrize("language, code", [
+    ("Bash", SHELL_CODE), ("Python", ADD_CODE + "\n"), ("C", C_ANSWER), ("JavaScript", "const x = 1;\nconsole.log(x);\n"),
+])
+@pytest.mark.parametrize("sentence", ENGLISH)
+def test_a_sentence_anywhere_in_plain_code_is_found_and_as_a_comment_it_is_fine(language, code, sentence):
+    lines = code.splitlines()
+    comment = "#" if language in ("Bash", "Python") else "//"
+    for at in range(len(lines) + 1):
+        with_prose = "\n".join([*lines[:at], sentence, *lines[at:]])
+        assert plainformat_problem(with_prose, language) is not None, with_prose
+        assert plainformat_problem("\n".join([*lines[:at], f"{comment} {sentence}", *lines[at:]]), language) is None
+
+
+SUBJECTS = ["This script", "The function", "It", "This program", "The code above", "Each line", "Then the loop"]
+VERBS = ["reads", "prints", "returns", "counts", "checks", "creates", "stores", "sorts"]
+OBJECTS = ["the name of every file", "all of the results", "the sum of the numbers", "each line of the input",
+           "a list of the words", "the total"]
+TAILS = ["in the directory", "for the user", "to the screen", "from the file", "with a loop", "as it goes", ""]
+
+
+def test_property_generated_sentences_are_prose_in_code_and_fine_as_comments():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    sentence = st.builds(lambda s, v, o, t, end: f"{s} {v} {o} {t}".strip() + end, st.sampled_from(SUBJECTS),
+                         st.sampled_from(VERBS), st.sampled_from(OBJECTS), st.sampled_from(TAILS),
+                         st.sampled_from([".", "!", ":", ""]))
+    programs = st.sampled_from([("Bash", SHELL_CODE), ("Python", ADD_CODE), ("C", C_ANSWER),
+                                ("JavaScript", "const x = 1;\nconsole.log(x);\n"), ("Go", "package main\n\nfunc main() {\n}\n")])
+
+    @settings(max_examples=200, deadline=None)
+    @given(programs, sentence, st.data())
+    def check(program, text, data):
+        language, code = program
+        lines = code.splitlines()
+        at = data.draw(st.integers(min_value=0, max_value=len(lines)))
+        if len(text.split()) < 8 and not text.endswith((".", "!", ":")):
+            return  # a short fragment without an end mark is not a sentence by the rule
+        assert plainformat_problem("\n".join([*lines[:at], text, *lines[at:]]), language) is not None
+        comment = "#" if language in ("Bash", "Python") else "//"
+        indent = data.draw(st.sampled_from(["", "    "]))
+        assert plainformat_problem("\n".join([*lines[:at], f"{indent}{comment} {text}", *lines[at:]]), language) is None
+
+    check()

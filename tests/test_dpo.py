@@ -290,3 +290,137 @@ def test_the_worked_example_rerolls_the_riddles_example(tmp_path, sim):
     assert pairs == s.record_counts(riddles_job.id)["conversation"]
     for fmt in ("dpo-trl", "dpo-axolotl", "dpo-chatml-intel"):
         assert len(export("dpo-reroll-demo", fmt)) == pairs
+
+
+# Issue #10: unchecked/unverified sources (point 5), obedience over length (point 9) ---------------------------
+def test_unchecked_code_and_unverified_riddles_are_not_rerolled_unless_included(tmp_path, sim):
+    from test_coding import coding_job, tasks
+    from test_riddles import PIANO, TOWEL, riddles_job, script_blind_answers
+
+    script_blind_answers(sim, piano="A piano.", towel="a sponge")  # the towel riddle is kept, verified: false
+    run_ok(write_job(tmp_path / "r.yml", riddles_job(
+        sim.base_url, "  count: 2\n  batch_size: 2\n  verify: true\n  on_disagreement: flag\n")))
+    py_task, hs_task = "Write a Python function that doubles a number.", "Write a Haskell function that doubles a number."
+    sim.script([
+        {"match": "a coding assistant, in Python", "answers": [tasks(py_task)]},
+        {"match": "a coding assistant, in Haskell", "answers": [tasks(hs_task)]},
+        {"match": py_task, "answers": ["Multiply by two.\n\n```python\ndef double(x):\n    return 2 * x\n```\n\nDone."]},
+        {"match": hs_task, "answers": ["Multiply by two.\n\n```haskell\ndouble x = 2 * x\n```\n\nDone."]},
+    ])
+    run_ok(write_job(tmp_path / "c.yml", coding_job(sim.base_url, "  count: 2\n  tasks_per_unit: 1\n"
+                                                                  "  plain_ratio: 0\n  languages: [Python, Haskell]\n")))
+    s = store(tmp_path)
+    assert {r.meta["code_check"] for r in s.iter_records(s.find_job("code").id)} == {"passed", "unchecked"}
+    sim.script([])
+
+    def sources_paired(name: str, options: str) -> list[str]:
+        run_ok(dpo_job(tmp_path / f"{name}.yml", sim.base_url, options, name=name))
+        return sorted(p.meta["prompt"][-1]["content"] for p in s.iter_records(s.find_job(name).id, kind="pair"))
+
+    assert sources_paired("riddle-pairs", "  source_job: riddles\n") == [PIANO[0]]
+    assert sources_paired("code-pairs", "  source_job: code\n") == [py_task]
+    assert sources_paired("all-riddle-pairs", "  source_job: riddles\n  include: [unverified]\n") == sorted(
+        [PIANO[0], TOWEL[0]])
+    assert sources_paired("all-code-pairs", "  source_job: code\n  include: [unchecked]\n") == sorted(
+        [py_task, hs_task])
+    # A source job with nothing usable is refused with what to do about it.
+    sim.script([{"match": "a coding assistant, in Haskell", "answers": [tasks(hs_task)]},
+                {"match": hs_task, "answers": ["Multiply by two.\n\n```haskell\ndouble x = 2 * x\n```\n\nDone."]}])
+    run_ok(write_job(tmp_path / "hs.yml", coding_job(sim.base_url, "  count: 1\n  plain_ratio: 0\n"
+                                                                   "  languages: [Haskell]\n").replace(
+        "name: code", "name: hs-only")))
+    with pytest.raises(JobFileError, match=r"none of the 1 conversations .* 1 with code_check unchecked/failed; "
+                                           r"add them with `include: \[unchecked, unverified\]`"):
+        plan(dpo_job(tmp_path / "hs-pairs.yml", sim.base_url, "  source_job: hs-only\n"))
+
+
+def test_choose_reroll_or_length_under_a_length_or_format_constraint_is_refused_at_load(tmp_path, sim):
+    from test_systemchat import chat_job
+
+    write_jsonl(tmp_path / "brief.jsonl", [
+        single("Hello?", "Hi there."),
+        {"messages": [{"role": "system", "content": "Keep every reply to twenty words or fewer."},
+                      {"role": "user", "content": "Tell me about Rome."},
+                      {"role": "assistant", "content": "An ancient city, capital of Italy."}]}])
+    for choose in ("reroll", "length"):
+        with pytest.raises(JobFileError, match=rf"instructor.choose: '{choose}' prefers the longer answer, but 1 "
+                                               r"source conversation\(s\) carry a length or format constraint "
+                                               r"\(max_words:20 in brief.jsonl line 2\); use `choose: judge`"):
+            plan(dpo_job(tmp_path / "b.yml", sim.base_url, f"  source_file: brief.jsonl\n  choose: {choose}\n"))
+    units = plan(dpo_job(tmp_path / "j.yml", sim.base_url, "  source_file: brief.jsonl\n  choose: judge\n",
+                         judge=True))
+    assert [u.payload["constraints"] for u in units] == [[], ["max_words:20"]]
+    assert units[1].payload["constraints_from"] == "system prompt"
+
+    # A systemchat record's own constraint ids are used (its prompt's wording need not say them plainly).
+    sim.script([{"match": "FIVE-WORD-RULE", "answers": ["One two three four five."]}])
+    run_ok(write_job(tmp_path / "c.yml", chat_job(sim.base_url, (
+        "  system_prompts:\n    - {prompt: 'Obey the FIVE-WORD-RULE.', constraint: {word_count: 5}}\n"
+        "  count: 1\n  min_turns: 2\n  max_turns: 2\n  no_system_ratio: 0\n"), judge=False)))
+    with pytest.raises(JobFileError, match=r"word_count:5 in record \d+"):
+        plan(dpo_job(tmp_path / "p.yml", sim.base_url, "  source_job: chat\n"))
+    [unit] = plan(dpo_job(tmp_path / "p.yml", sim.base_url, "  source_job: chat\n  choose: judge\n", judge=True))
+    assert unit.payload["constraints"] == ["word_count:5"] and unit.payload["constraints_from"] == "meta"
+
+
+CAPS = "Answer every message entirely in capital letters."
+NO_E = "Never use the letter 'e' in any reply."
+NO_BANG = "Never use exclamation marks."
+
+
+def with_system(system: str | None, question: str, answer: str) -> dict:
+    head = [{"role": "system", "content": system}] if system else []
+    return {"messages": [*head, {"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+def test_a_reroll_that_breaks_the_system_prompt_is_never_chosen_and_the_judge_sees_the_system_prompt(tmp_path, sim):
+    cases = {  # question -> (system prompt, original, reroll)
+        "Q-CAPS": (CAPS, "YES, IT IS.", "Yes, it is, and here is a good deal more detail about why."),
+        "Q-BOTH": (NO_BANG, "Sure thing!", "Absolutely, and with pleasure!"),
+        "Q-NO-E": (NO_E, "The answer is yes.", "A fox can run far, and so can a cat."),
+        "Q-FILTER": (None, "Paris.", "As an AI language model, I can say it is Paris, the capital of France."),
+        "Q-JUDGED": (CAPS, "NO.", "NO, NOT AT ALL, AND HERE IS WHY."),
+    }
+    write_jsonl(tmp_path / "chats.jsonl", [with_system(sy, q, o) for q, (sy, o, _r) in cases.items()])
+    sim.script([
+        {"match": "<answer_a>\nNO.", "answers": [json.dumps({"reasoning": "r", "winner": "B"})]},
+        {"match": "<answer_a>\nNO, NOT", "answers": [json.dumps({"reasoning": "r", "winner": "A"})]},
+        *({"match": q, "answers": [reroll]} for q, (_s, _o, reroll) in cases.items()),
+    ])
+    run_ok(dpo_job(tmp_path / "j.yml", sim.base_url, "  source_file: chats.jsonl\n  choose: judge\n", judge=True))
+    s = store(tmp_path)
+    job_id = s.find_job("pairs").id
+    pairs = {p.meta["prompt"][-1]["content"]: p.meta for p in s.iter_records(job_id, kind="pair")}
+    assert set(pairs) == {"Q-CAPS", "Q-NO-E", "Q-FILTER", "Q-JUDGED"}
+    chosen = {q: m["chosen"]["content"] for q, m in pairs.items()}
+    assert chosen == {"Q-CAPS": "YES, IT IS.", "Q-NO-E": "A fox can run far, and so can a cat.",
+                      "Q-FILTER": "Paris.", "Q-JUDGED": "NO, NOT AT ALL, AND HERE IS WHY."}
+    assert pairs["Q-CAPS"]["verdicts"][0]["policy"] == "rules"
+    assert pairs["Q-CAPS"]["breaks"]["reroll"][0].startswith("all_caps: has ")
+    assert pairs["Q-NO-E"]["breaks"]["original"][0].startswith("no_letter:e: contains the letter")
+    assert pairs["Q-FILTER"]["breaks"]["reroll"] and not pairs["Q-FILTER"]["breaks"]["original"]
+    assert pairs["Q-JUDGED"]["verdicts"][0]["policy"] == "judge"
+    [dropped] = s.iter_records(job_id, kind="rejected")
+    assert dropped.meta["rejected_because"].startswith("both answers break the system prompt (original: "
+                                                       "no_exclamation: has 1 exclamation mark(s)")
+    # Only the pair both answers of which keep the rules went to the judge, which saw the system prompt apart.
+    judge_calls = [c for c in s.calls_for_job(job_id) if c.teacher == "judge"]
+    assert len(judge_calls) == 2
+    for call in judge_calls:
+        text = call.messages[0]["content"]
+        assert f"<system_prompt>\n{CAPS}\n</system_prompt>" in text and "Obeying the system prompt comes first" in text
+    # The reroll teacher was told the system prompt's rules come first, where there were rules.
+    rerolls = {c.messages[-1]["content"]: c.messages[0]["content"] for c in s.calls_for_job(job_id)
+               if c.teacher == "reroll"}
+    assert "keep every rule of the system prompt" in rerolls["Q-CAPS"]
+    assert "keep every rule of the system prompt" not in rerolls["Q-FILTER"]
+
+
+def test_choose_reroll_still_keeps_the_original_when_the_reroll_breaks_a_rule(tmp_path, sim):
+    write_jsonl(tmp_path / "chats.jsonl", [with_system(CAPS, "Q-CAPS", "YES, IT IS.")])
+    sim.script([{"match": "Q-CAPS", "answers": ["Yes, it is, with a lot more detail."]}])
+    run_ok(dpo_job(tmp_path / "j.yml", sim.base_url, "  source_file: chats.jsonl\n"))
+    s = store(tmp_path)
+    [pair] = s.iter_records(s.find_job("pairs").id, kind="pair")
+    assert pair.meta["chosen"]["content"] == "YES, IT IS." and pair.meta["choose"] == "reroll"
+    assert pair.meta["rejected"]["content"] == "Yes, it is, with a lot more detail."

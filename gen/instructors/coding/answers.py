@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from gen.codecheck import canonical_language, fence_tag
+from gen.instructors.coding.prose import first_prose_line
 
 PLAIN_MARK = "PLAINFORMAT"
 
@@ -76,8 +77,9 @@ def is_prose(line: str) -> bool:
     return (s[0].isupper() and len(words) >= 5 and s[-1] in ".:!?" and not (set(s) & _PLAIN_PROSE_FORBIDDEN))
 
 
-def plainformat_problem(text: str) -> str | None:
-    """Why a reply is not only code, or None."""
+def plainformat_problem(text: str, language: str | None = None) -> str | None:
+    """Why a reply is not only code, or None: a fence, a lead-in or closing line of talk, or any line of code
+    that reads as an English sentence (`prose.first_prose_line`, language-aware when `language` is given)."""
     if _ANY_FENCE.search(text):
         return "PLAINFORMAT answer must be only code, but it has a ``` code fence"
     lines = [line for line in text.splitlines() if line.strip()]
@@ -87,6 +89,9 @@ def plainformat_problem(text: str) -> str | None:
         return f"PLAINFORMAT answer must be only code, but it opens with prose: {lines[0].strip()[:120]!r}"
     if is_prose(lines[-1]):
         return f"PLAINFORMAT answer must be only code, but it ends with prose: {lines[-1].strip()[:120]!r}"
+    prose = first_prose_line(text, canonical_language(language) if language else "")
+    if prose:
+        return f"PLAINFORMAT answer must be only code, but line {prose[0]} is prose: {prose[1][:120]!r}"
     return None
 
 

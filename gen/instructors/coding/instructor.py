@@ -155,7 +155,7 @@ class CodingInstructor(Instructor[CodingOptions]):
             return results[text]
 
         def check(reply: Any) -> str | None:
-            problem = plainformat_problem(reply.text) if plain else normal_problem(reply.text, language)
+            problem = plainformat_problem(reply.text, language) if plain else normal_problem(reply.text, language)
             if problem:
                 return problem
             result = code_check(reply.text)

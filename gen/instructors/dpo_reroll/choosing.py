@@ -1,6 +1,8 @@
 """Which of two answers to the same context is the better one: near-identical answers never make a pair;
-then the reroll wins (`reroll`), the longer one wins by a margin (`length`), or a judge decides twice with
-the answers swapped and both verdicts must agree (`judge`).
+then the system prompt's checkable rules (`by_rules`): an answer that breaks one never wins, and when only
+one of the two keeps them it wins outright; then the reroll wins (`reroll`), the longer one wins by a margin
+(`length`), or a judge decides twice with the answers swapped and both verdicts must agree (`judge`). The
+judge is shown the system prompt on its own and told that obeying it comes first.
 
 Each decision is a `Decision`: the winner ("original" | "reroll"), or None with the reason the pair is dropped,
 and the verdicts behind it (kept in the record's meta).
@@ -23,6 +25,12 @@ DEFAULT_JUDGE_CRITERIA = ("helpfulness, correctness, depth and detail, creativit
                           "free of cliches, filler and needless disclaimers")
 
 JUDGE_PROMPT = """Two assistants answered the last message of the conversation below. Decide which answer is better, considering {criteria}.
+
+Both assistants were given this system prompt:
+<system_prompt>
+{system}
+</system_prompt>
+Obeying the system prompt comes first: an answer that breaks any of its rules (length, format, persona, tone, what it must or must not say) loses to one that keeps them, however good it is otherwise; a longer answer is not better when the system prompt asks for brevity.
 
 <conversation>
 {conversation}
@@ -80,12 +88,30 @@ def by_length(original: str, reroll: str, margin: float) -> Decision:
 
 
 def render_context(context: list[Message]) -> str:
-    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in context)
+    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in context if m["role"] != "system")
+
+
+def system_prompt_of(context: list[Message]) -> str | None:
+    return next((m["content"] for m in context if m["role"] == "system"), None)
 
 
 def judge_messages(context: list[Message], a: str, b: str, criteria: str) -> list[Message]:
-    return [{"role": "user", "content": JUDGE_PROMPT.format(criteria=criteria, conversation=render_context(context),
-                                                            a=a, b=b)}]
+    system = system_prompt_of(context) or "(none: the assistants had no system prompt)"
+    return [{"role": "user", "content": JUDGE_PROMPT.format(criteria=criteria, system=system, a=a, b=b,
+                                                            conversation=render_context(context))}]
+
+
+def by_rules(problems: dict[str, list[str]]) -> Decision | None:
+    """The decision the system prompt's rules alone make (`problems`: side -> what each answer breaks), or None
+    when both answers keep every rule and the `choose` policy decides."""
+    broken = [side for side in SIDES if problems[side]]
+    if not broken:
+        return None
+    verdict = {"policy": "rules", **{f"{side}_breaks": problems[side] for side in SIDES}}
+    if len(broken) == 2:
+        return Decision(None, f"both answers break the system prompt (original: {problems['original'][0]}; "
+                              f"reroll: {problems['reroll'][0]})", [verdict])
+    return Decision("reroll" if broken == ["original"] else "original", verdicts=[verdict])
 
 
 async def by_judge(judge: Any, context: list[Message], answers: dict[str, str], criteria: str) -> Decision:

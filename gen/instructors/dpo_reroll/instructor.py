@@ -9,6 +9,14 @@ uuid5 of its context, so a rerun never stores one twice; a dropped pair is kept 
 the reason, for review (`gen export JOB --rejected --meta`).
 
 The reroll instruction is used only to elicit the reroll: the pair's prompt is the source context as it was.
+
+Obedience comes before length. The source's checkable constraints (the ids in its record's meta, else those
+its system prompt states in plain words: `systemchat.prompt_constraints`) and the turn filters are checked on
+both answers before any policy runs: an answer that breaks them is never chosen, and when only one answer
+keeps them it wins outright. `choose: reroll` and `choose: length` prefer the longer answer, so a job whose
+sources carry a length or format constraint (word limits, sentence limits, json_only, bullets...) with
+either is refused when it is loaded, naming `choose: judge`. Sources an earlier job kept as `code_check:
+unchecked`/`failed` or `verified: false` are not rerolled unless `include` names them.
 """
 from __future__ import annotations
 
@@ -20,11 +28,14 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from gen.errors import OutputRejected
+from gen.errors import JobFileError, OutputRejected
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
-from gen.instructors.dpo_reroll.choosing import (DEFAULT_JUDGE_CRITERIA, Decision, by_judge, by_length,
-                                                 rejected_with, similarity)
-from gen.sources import read_conversation_file
+from gen.instructors.dpo_reroll.choosing import (DEFAULT_JUDGE_CRITERIA, Decision, by_judge, by_length, by_rules,
+                                                 rejected_with, similarity, system_prompt_of)
+from gen.instructors.systemchat.constraints import LIMITS_LENGTH_OR_FORM, constraint_problems, parse_constraints
+from gen.instructors.systemchat.filters import TurnFilter
+from gen.instructors.systemchat.prompt_constraints import constraints_in_prompt
+from gen.sources import SourceConversation, read_conversation_file
 from gen.types import Message, NewRecord, Teacher
 
 log = logging.getLogger("gen.instructors.dpo_reroll")
@@ -58,6 +69,9 @@ class DpoRerollOptions(InstructorOptions):
     judge_criteria: str = Field(default=DEFAULT_JUDGE_CRITERIA, min_length=1, description="choose: judge: what the "
                                 "judge weighs.")
     count: int | None = Field(default=None, gt=0, description="At most this many pairs are planned.")
+    include: list[Literal["unchecked", "unverified"]] = Field(
+        default_factory=list, description="Also reroll source records kept as code_check: unchecked/failed "
+        "(unchecked) or verified: false (unverified); by default they are not used.")
 
     @model_validator(mode="after")
     def _one_source(self) -> "DpoRerollOptions":
@@ -69,6 +83,25 @@ class DpoRerollOptions(InstructorOptions):
 def pair_key(context: list[Message]) -> str:
     """uuid5 of the context (system, user and earlier turns) the answers reply to."""
     return str(uuid.uuid5(PAIR_NAMESPACE, json.dumps(context, sort_keys=True, ensure_ascii=False)))
+
+
+def unusable_because(meta: dict[str, Any], include: list[str]) -> str | None:
+    """Why a source record is not rerolled: its code was not (or not successfully) checked, or its answer was
+    disputed; None when it is usable or `include` names its kind."""
+    if meta.get("code_check") in ("unchecked", "failed") and "unchecked" not in include:
+        return "unchecked"
+    if meta.get("verified") is False and "unverified" not in include:
+        return "unverified"
+    return None
+
+
+def source_constraints(source: SourceConversation, context: list[Message]) -> tuple[list[str], str | None]:
+    """The constraint ids an answer in this context must keep, and where they came from (meta | system prompt)."""
+    declared = source.meta.get("constraints")
+    if declared:
+        return [c.id for c in parse_constraints(declared)], "meta"
+    stated = constraints_in_prompt(system_prompt_of(context))
+    return [c.id for c in stated], "system prompt" if stated else None
 
 
 def reroll_messages(context: list[Message], instruction: str, where: str) -> list[Message]:
@@ -110,9 +143,24 @@ class DpoRerollInstructor(Instructor[DpoRerollOptions]):
             read = read_conversation_file(self.job.resolve_path(opts.source_file or ""), shown_as=opts.source_file
                                           or "", label=self.job.source)
             sources, bad_lines = read.conversations, read.bad_lines
+        usable, left_out = [], {"unchecked": 0, "unverified": 0}
+        for source in sources:
+            because = unusable_because(source.meta, opts.include)
+            if because:
+                left_out[because] += 1
+            else:
+                usable.append(source)
+        if sources and not usable:
+            raise JobFileError(self.job.source, [
+                f"instructor.source_job: none of the {len(sources)} conversations of job '{opts.source_job}' can be "
+                f"used: {self._left_out(left_out)}; add them with `include: [unchecked, unverified]`"])
+        if any(left_out.values()):
+            log.warning("dpo_reroll: %s of job '%s' not rerolled (`include: [unchecked, unverified]` uses them)",
+                        self._left_out(left_out), opts.source_job)
         seen: set[str] = set()
         repeated = 0
-        for source in sources:
+        brevity: list[tuple[str, list[str]]] = []
+        for source in usable:
             conversation = source.conversation
             turns = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
             for index in turns if opts.turns == "every" else turns[-1:]:
@@ -124,15 +172,37 @@ class DpoRerollInstructor(Instructor[DpoRerollOptions]):
                 if opts.count and len(seen) >= opts.count:
                     break
                 seen.add(key)
+                constraints, found_in = source_constraints(source, context)
+                limiting = [c for c in constraints if c.split(":")[0] in LIMITS_LENGTH_OR_FORM]
+                if limiting and opts.choose in ("reroll", "length"):
+                    brevity.append((self._where(source), limiting))
+                    continue
                 yield PlannedUnit(key=key, payload={"context": context, "original": conversation[index],
-                                                    "original_by": source.author,
+                                                    "original_by": source.author, "constraints": constraints,
+                                                    "constraints_from": found_in,
                                                     "source": {**source.link, "turn": index}})
+        if brevity:
+            where, limiting = brevity[0]
+            raise JobFileError(self.job.source, [
+                f"instructor.choose: '{opts.choose}' prefers the longer answer, but {len(brevity)} source "
+                f"conversation(s) carry a length or format constraint ({', '.join(limiting)} in {where}); use "
+                "`choose: judge` (the judge sees the system prompt), or sources without such constraints"])
         if repeated:
             log.warning("dpo_reroll: %d source turns repeat a context already planned; each context is "
                         "rerolled once", repeated)
         for bad in bad_lines:
             yield PlannedUnit(key=f"skipped-line-{bad.line:07d}", payload={"skipped": {
                 "file": bad.file, "line": bad.line, "reason": bad.reason}})
+
+    @staticmethod
+    def _left_out(counts: dict[str, int]) -> str:
+        said = {"unchecked": "with code_check unchecked/failed", "unverified": "with verified: false"}
+        return " and ".join(f"{n} {said[kind]}" for kind, n in counts.items() if n) or "none"
+
+    @staticmethod
+    def _where(source: SourceConversation) -> str:
+        link = source.link
+        return f"record {link['record_id']}" if "record_id" in link else f"{link.get('file')} line {link.get('line')}"
 
     # one pair ---------------------------------------------------------------------------------------------
     async def run(self, unit: UnitInput, teachers: Mapping[str, Teacher]) -> list[NewRecord]:
@@ -144,13 +214,24 @@ class DpoRerollInstructor(Instructor[DpoRerollOptions]):
         context: list[Message] = p["context"]
         original: Message = {"role": "assistant", "content": p["original"]["content"]}
         teacher = teachers["reroll"]
-        reply = await teacher.chat(reroll_messages(context, opts.reroll_instruction, opts.reroll_instruction_in))
+        constraints = parse_constraints(p.get("constraints") or [])
+        instruction = opts.reroll_instruction
+        if constraints:
+            instruction += (" Whatever you change, keep every rule of the system prompt: it comes before "
+                            "anything asked here.")
+        reply = await teacher.chat(reroll_messages(context, instruction, opts.reroll_instruction_in))
         reroll: Message = {"role": "assistant", "content": reply.text.strip()}
         authors = {"original": {"by": "original", **(p.get("original_by") or {})},
                    "reroll": {"by": "reroll", "teacher": teacher.name, "model": teacher.model}}
         answers = {"original": original, "reroll": reroll}
         similar = similarity(original["content"], reroll["content"], opts.max_similarity)
-        meta = {"prompt": context, "choose": opts.choose, "source": p["source"], "similarity": similar}
+        turn_filter = TurnFilter()
+        problems = {side: [*constraint_problems(constraints, answer["content"]),
+                           *filter(None, [turn_filter.problem(answer["content"])])]
+                    for side, answer in answers.items()}
+        meta = {"prompt": context, "choose": opts.choose, "source": p["source"], "similarity": similar,
+                "constraints": [c.id for c in constraints], "constraints_from": p.get("constraints_from"),
+                "breaks": problems}
 
         def dropped(reason: str, verdicts: list[dict[str, Any]]) -> OutputRejected:
             review = NewRecord(key=unit.key, conversation=[*context, reroll], meta={
@@ -161,7 +242,10 @@ class DpoRerollInstructor(Instructor[DpoRerollOptions]):
         if similar >= opts.max_similarity:
             raise dropped(f"the reroll is nearly identical to the original (similarity {similar:.2f} >= "
                           f"{opts.max_similarity})", [])
-        if opts.choose == "reroll":
+        ruled = by_rules(problems)
+        if ruled is not None:
+            decision = ruled
+        elif opts.choose == "reroll":
             decision = Decision("reroll")
         elif opts.choose == "length":
             decision = by_length(original["content"], reroll["content"], opts.min_length_margin)

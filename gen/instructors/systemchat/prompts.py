@@ -29,7 +29,9 @@ CONSTRAINT_HELP = (
     "If and only if the prompt imposes a rule that code can verify on every reply, give it in `constraint` "
     "as one of these ids: " + ", ".join([
         "no_letter:X", "all_caps", "all_lowercase", "word_count:N", "max_words:N", "ends_with_question",
-        "json_only", "only_words:word1,word2", "starts_with:TEXT"]) + "; otherwise null.")
+        "json_only", "only_words:word1,word2", "starts_with:TEXT", "sentence_count:N", "max_sentences:N",
+        "no_exclamation", "address_as:NAME", "bullets_only", "max_bullets:N", "allowed_punctuation:CHARS",
+        "acrostic:WORD"]) + " (a list when there are several); otherwise null.")
 
 PROMPT_WRITER = """Write {n} different system prompts for an AI assistant, in this category:
 {category}: {description}.

@@ -69,6 +69,7 @@ def serve(ctx: click.Context, host: str, port: int, token: str | None, reviewer:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host.strip("[]"), port))
+        sock.listen(128)  # connections made before the server runs wait in the backlog
     except OSError as exc:
         raise GenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     shown = f"[{host}]" if ":" in host else host

@@ -34,7 +34,8 @@ def chat_job(base_url: str, *, count: int = 4, name: str = "chat") -> str:
     """A systemchat job on the simulator: 2 exchanges per conversation, every turn must score 4+."""
     teachers = "teachers:\n" + "".join(
         f"  {n}:\n    provider: openai-compatible\n    model: sim-{n}\n    base_url: {base_url}\n"
-        f"    max_concurrency: 8\n    timeout: 10\n" for n in ("user", "assistant", "judge"))
+        f"    max_concurrency: 8\n    timeout: 10\n    prices: {{input_per_million: 0.4, output_per_million: 2.0}}\n"
+        for n in ("user", "assistant", "judge"))
     return (f"name: {name}\ninstructor:\n  type: systemchat\n{PROMPTS}  count: {count}\n  min_turns: 2\n"
             f"  max_turns: 2\n  no_system_ratio: 0\n  judge_rule: any_turn\n  judge_threshold: 4\n{teachers}")
 
@@ -172,12 +173,14 @@ def test_job_page_plots_carry_the_jobs_numbers(sim, tmp_path):
     # cumulative units: the last points are the job's totals
     assert line_last(page, "units") == {"done": 3, "rejected": 2, "failed": 0}
     # calls over time: the buckets' calls add up to the job's calls (per-minute rate x bucket width)
-    width = int(re.search(r"\((\d+) s buckets\)", page).group(1))
+    width = float(re.search(r"\(([\d.]+) s buckets\)", page).group(1))
     svg = re.search(r'<svg class="plot" data-plot="calls".*?</svg>', page, re.S).group(0)
     rates = [float(v) for v in re.findall(r'data-series="calls/min"[^>]*data-value="([^"]*)"', svg)]
     assert round(sum(r * width / 60 for r in rates)) == stats.calls
     # cost by teacher: one line per teacher
-    assert set(line_last(page, "cost")) == {"user", "assistant", "judge"}
+    cost = line_last(page, "cost")
+    assert set(cost) == {"user", "assistant", "judge"}
+    assert sum(cost.values()) == pytest.approx(stats.cost_usd, rel=0.01) and stats.cost_usd > 0
     # judge scores of kept records only: 3 conversations x 2 turns, all scored 5
     assert plot_values(page, "judge-scores") == {"5": 6}
     assert plot_values(page, "turns") == {"2": 3}

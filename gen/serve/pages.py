@@ -70,8 +70,8 @@ def job_plots(store, job_id: str) -> tuple[list[Markup], queries.Distributions]:
     return plots, dist
 
 
-def units_width(width: int) -> str:
-    return f"{width} s" if width < 120 else f"{width // 60} min"
+def units_width(width: float) -> str:
+    return f"{svg._num(width)} s" if width < 120 else f"{svg._num(width / 60)} min"
 
 
 def sorted_bins(counter) -> list[tuple[str, float]]:

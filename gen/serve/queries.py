@@ -106,10 +106,10 @@ def find_job(store, ref: str) -> JobRow | None:
 
 
 # job page: time series ---------------------------------------------------------------------------------------
-STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
+STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
 
 
-def bucket_width(span: float, buckets: int = 60) -> int:
+def bucket_width(span: float, buckets: int = 60) -> float:
     for step in STEPS:
         if span / step <= buckets:
             return step
@@ -119,12 +119,12 @@ def bucket_width(span: float, buckets: int = 60) -> int:
 @dataclass
 class Series:
     """Values per time bucket: x holds each bucket's start (epoch seconds), series name -> values."""
-    width: int
+    width: float
     x: list[float] = field(default_factory=list)
     series: dict[str, list[float]] = field(default_factory=dict)
 
 
-def _bucketed(conn: Connection, column, where, group, value, dialect: str) -> tuple[int, float, dict]:
+def _bucketed(conn: Connection, column, where, group, value, dialect: str) -> tuple[float, float, dict]:
     """{(bucket, group): value} for the rows matching `where`, bucketed over their own time span."""
     t = epoch(column, dialect)
     lo, hi = conn.execute(select(func.min(t), func.max(t)).where(where)).one()
@@ -136,7 +136,7 @@ def _bucketed(conn: Connection, column, where, group, value, dialect: str) -> tu
     return width, float(lo), {(int(r[0]), r[1]): float(r[2] or 0) for r in rows}
 
 
-def _series(width: int, lo: float, cells: dict, names: list[str], *, cumulative: bool, per_minute: bool = False) -> Series:
+def _series(width: float, lo: float, cells: dict, names: list[str], *, cumulative: bool, per_minute: bool = False) -> Series:
     if not cells:
         return Series(width=0)
     last = max(b for b, _ in cells)

@@ -37,11 +37,11 @@ def _empty(name: str, title: str, note: str) -> Markup:
 
 
 def _nice_max(v: float) -> float:
-    """The axis top: the smallest 1, 2, 2.5 or 5 times a power of ten at or above v."""
+    """The axis top: the smallest round number (1, 1.2, 1.5, 2, ... 8 times a power of ten) at or above v."""
     if v <= 0:
         return 1.0
     exp = 10 ** math.floor(math.log10(v))
-    for m in (1, 2, 2.5, 5, 10):
+    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
         if m * exp >= v * (1 - 1e-9):
             return m * exp
     return v
@@ -70,7 +70,7 @@ def bar_chart(name: str, title: str, bars: Sequence[tuple[str, float]], *, empty
         parts.append(f'<rect class="bar" x="{x:.1f}" y="{TOP + plot_h - h:.1f}" width="{slot * 0.8:.1f}" '
                      f'height="{h:.1f}" fill="{COLOURS[0]}" data-label="{escape(str(label))}" '
                      f'data-value="{_num(value)}"><title>{escape(str(label))}: {_num(value)}</title></rect>')
-        if len(bars) <= 24 or i % max(1, len(bars) // 12) == 0:
+        if i % math.ceil(len(bars) / (12 if len(str(label)) <= 4 else 6)) == 0:
             parts.append(f'<text x="{x + slot * 0.4:.1f}" y="{HEIGHT - BOTTOM + 16}" class="tick" '
                          f'text-anchor="middle">{escape(str(label)[:12])}</text>')
     parts.append("</svg>")
@@ -135,7 +135,7 @@ def line_chart(name: str, title: str, x: Sequence[float], series: dict[str, Sequ
     return Markup("".join(parts))
 
 
-def histogram_bins(values: Sequence[float], bins: int = 12) -> list[tuple[str, float]]:
+def histogram_bins(values: Sequence[float], bins: int = 10) -> list[tuple[str, float]]:
     """Counts of `values` in up to `bins` equal ranges (one bar per value when there are few distinct ones)."""
     if not values:
         return []

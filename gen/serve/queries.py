@@ -72,37 +72,50 @@ class JobRow:
         return self.status == "active" and (self.units.get(UnitState.PENDING, 0) + self.units.get(UnitState.RUNNING, 0)) > 0
 
 
-def jobs_overview(store) -> list[JobRow]:
+def jobs_overview(store, only: str | None = None) -> list[JobRow]:
+    """Every job (or only the job `only`) with its counts, newest first: grouped counts, one query per table."""
     since = utcnow() - timedelta(seconds=60)
+
+    def mine(query, column):
+        return query.where(column == only) if only else query
+
     with reading(store) as conn:
         jobs = {j.id: JobRow(j.id, j.name, j.instructor, j.status, j.created_at, {s: 0 for s in UnitState.ALL})
-                for j in conn.execute(select(Job.id, Job.name, Job.instructor, Job.status, Job.created_at)
+                for j in conn.execute(mine(select(Job.id, Job.name, Job.instructor, Job.status, Job.created_at), Job.id)
                                       .order_by(Job.created_at.desc()))}
-        for job_id, state, n in conn.execute(select(Unit.job_id, Unit.state, func.count()).group_by(Unit.job_id, Unit.state)):
+        for job_id, state, n in conn.execute(mine(select(Unit.job_id, Unit.state, func.count()), Unit.job_id)
+                                             .group_by(Unit.job_id, Unit.state)):
             if job_id in jobs:
                 jobs[job_id].units[state] = n
-        for job_id, kind, n in conn.execute(select(Record.job_id, Record.kind, func.count()).group_by(Record.job_id, Record.kind)):
+        for job_id, kind, n in conn.execute(mine(select(Record.job_id, Record.kind, func.count()), Record.job_id)
+                                            .group_by(Record.job_id, Record.kind)):
             if job_id in jobs:
                 if kind == "rejected":
                     jobs[job_id].rejected_records += n
                 else:
                     jobs[job_id].records += n
-        for job_id, calls, limited, cost, recent in conn.execute(select(
+        for job_id, calls, limited, cost, recent in conn.execute(mine(select(
                 Call.job_id, func.count(), func.coalesce(func.sum(case((Call.status == 429, 1), else_=0)), 0),
                 func.coalesce(func.sum(Call.cost_usd), 0.0),
-                func.coalesce(func.sum(case((Call.created_at >= since, 1), else_=0)), 0)).group_by(Call.job_id)):
+                func.coalesce(func.sum(case((Call.created_at >= since, 1), else_=0)), 0)), Call.job_id)
+                .group_by(Call.job_id)):
             if job_id in jobs:
                 row = jobs[job_id]
                 row.calls, row.rate_limited, row.cost_usd, row.calls_last_minute = calls, int(limited), float(cost), int(recent)
     return list(jobs.values())
 
 
-def find_job(store, ref: str) -> JobRow | None:
-    for row in jobs_overview(store):
-        if row.id == ref:
-            return row
-    matches = [r for r in jobs_overview(store) if r.name == ref]
-    return matches[0] if matches else None
+def find_job(store, ref: str, *, counts: bool = True) -> JobRow | None:
+    """A job by id, or the newest of that name; with `counts`, its units, records, calls and cost too."""
+    with reading(store) as conn:
+        columns = (Job.id, Job.name, Job.instructor, Job.status, Job.created_at)
+        job = conn.execute(select(*columns).where(Job.id == ref)).first() or conn.execute(
+            select(*columns).where(Job.name == ref).order_by(Job.created_at.desc()).limit(1)).first()
+    if job is None:
+        return None
+    if counts:
+        return jobs_overview(store, only=job.id)[0]
+    return JobRow(job.id, job.name, job.instructor, job.status, job.created_at, {s: 0 for s in UnitState.ALL})
 
 
 # job page: time series ---------------------------------------------------------------------------------------

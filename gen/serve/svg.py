@@ -115,7 +115,8 @@ def line_chart(name: str, title: str, x: Sequence[float], series: dict[str, Sequ
         return LEFT + plot_w * (t - x[0]) / span if len(x) > 1 else LEFT + plot_w / 2
 
     for t, anchor in ((x[0], "start"), (x[-1], "end")) if len(x) > 1 else ((x[0], "middle"),):
-        label = datetime.fromtimestamp(t, tz=timezone.utc).strftime("%H:%M:%S UTC")
+        stamp = datetime.fromtimestamp(t, tz=timezone.utc)
+        label = stamp.strftime("%H:%M:%S") + (f".{stamp.microsecond // 100000}" if span < 10 else "") + " UTC"
         parts.append(f'<text x="{px(t):.1f}" y="{HEIGHT - BOTTOM + 16}" class="tick" '
                      f'text-anchor="{anchor}">{label}</text>')
     for i, (sname, values) in enumerate(series.items()):

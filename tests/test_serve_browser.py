@@ -107,12 +107,14 @@ def test_a_reviewer_follows_a_job_to_its_plots_and_a_record_to_its_calls_then_ex
         for i, call_id in enumerate(ids):
             assert shown.nth(i).locator("pre.answer").inner_text() == calls[call_id].text
             assert f"attempt {calls[call_id].attempt}" in shown.nth(i).locator("summary.head").inner_text()
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(SCREENSHOTS / "record.png"))
+        page.locator("#lineage").screenshot(path=str(SCREENSHOTS / "lineage.png"))
         judge_call = shown.nth(len(ids) - 1)  # the messages sent are one click away
         assert not judge_call.locator(".msgs").is_visible()
         judge_call.locator("details.sent summary").click()
         assert JUDGE_MARK in judge_call.locator(".msgs").inner_text()
         assert page.locator("#export-state").inner_text() == "in export"
-        page.screenshot(path=str(SCREENSHOTS / "record.png"))
 
         # exclude it, with a reason: the page says so and shows who did it
         page.fill("#reason", "the butler uses modern slang")

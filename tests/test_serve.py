@@ -15,7 +15,7 @@ from html import unescape
 
 import pytest
 
-from conftest import gen_cmd, write_job
+from conftest import gen_cmd, sim_job, write_job
 from gen.store import NewRecord, Store, UnitState
 
 JUDGE_MARK = "You are grading how faithfully"  # only in the judge's messages
@@ -361,4 +361,45 @@ def test_postgresql_reads_are_read_only_and_marks_are_written(pg_url):
     from gen.store.reviews import review_overrides
     assert review_overrides(store, job_id) == ({record_id + 1}, set())
     assert store.get_job(job_id).name == "many"
-    _ = UnitState
+
+
+def test_serve_reads_and_takes_marks_while_a_job_writes_to_postgresql(sim, pg_url, tmp_path):
+    import time
+
+    sim.configure(latency=0.5)  # slow teachers: the job is still running while we look
+    job = write_job(tmp_path / "slow.yml", sim_job(sim.base_url, name="slow", prompts=40, concurrency=2))
+    runner = subprocess.Popen([sys.executable, "-m", "gen", "--db", pg_url, "run", str(job), "-q"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    store = Store(pg_url)
+    try:
+        with serving("--reviewer", "dora", db=pg_url) as url:
+            deadline = time.monotonic() + 60
+            while True:
+                jobs = store.list_jobs()
+                if jobs and store.record_counts(jobs[0].id).get("conversation", 0) >= 2:
+                    break
+                assert runner.poll() is None and time.monotonic() < deadline, runner.stderr.read()
+                time.sleep(0.1)
+            job_id = jobs[0].id
+            status, _, page = get(url + "/")
+            assert status == 200 and 'http-equiv="refresh"' in page  # a live job: the page refreshes itself
+            row = re.search(rf'<tr class="job" data-job="{job_id}">.*?</tr>', page, re.S).group(0)
+            assert int(re.search(r'data-state="pending">(\d+)<', row).group(1)) > 0
+            assert get(f"{url}/jobs/{job_id}")[0] == 200
+            record_id = next(store.iter_records(job_id)).id
+            body = urllib.parse.urlencode({"action": "exclude", "reason": "seen mid-run"}).encode()
+            status, _, page = get(f"{url}/records/{record_id}/review", data=body)
+            assert status == 200 and "marked: excluded from export" in page
+            assert runner.poll() is None  # the mark went in while the job was writing
+            sim.configure(latency=0.0)
+            assert runner.wait(timeout=90) == 0, runner.stderr.read()
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert store.stats(job_id).units[UnitState.DONE] == 40
+    result = gen_cmd("--db", pg_url, "export", job_id, "-o", "out.jsonl", "--meta", "--no-filter")
+    assert result.returncode == 0, result.stderr
+    with open("out.jsonl", encoding="utf-8") as f:
+        exported = [json.loads(line)["metadata"]["record_id"] for line in f]
+    assert len(exported) == 39 and record_id not in exported

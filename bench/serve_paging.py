@@ -2,7 +2,7 @@
 
     python bench/serve_paging.py [N]     # default 1,000,000 records; the database goes to a temporary folder
 
-Times the browser's own query (gen.serve.queries.browse_records) for the first page, a page near the end (by
+Times the browser's own query (gen.serve.records.browse_records) for the first page, a page near the end (by
 cursor), filtered pages, and a text search; then, for comparison, the same page fetched with OFFSET.
 Prints its figures; asserts nothing.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from gen.serve.pages import records_page
-from gen.serve.queries import RecordFilter, browse_records
+from gen.serve.records import RecordFilter, browse_records
 from gen.store import Store
 from gen.store.models import Record, utcnow
 

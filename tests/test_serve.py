@@ -146,7 +146,7 @@ def test_serve_on_a_busy_port_is_one_line():
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        Store(f"sqlite:///gen.db").close()
+        Store("sqlite:///gen.db").close()
         result = gen_cmd("serve", "--port", str(port), timeout=30)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
@@ -345,7 +345,7 @@ def test_postgresql_reads_are_read_only_and_marks_are_written(pg_url):
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    from gen.serve.queries import reading
+    from gen.serve.reading import reading
 
     store = Store(pg_url)
     job_id = make_records(store, 12)

@@ -1,6 +1,6 @@
 """The review UI as a Starlette app: server-rendered pages (Jinja2) over one Store, plus the token guard.
 
-Reads go through gen.serve.queries (read-only transactions); the one write is a review mark
+Reads go through gen.serve.jobs and gen.serve.records (read-only transactions); the one write is a review mark
 (gen.store.reviews.add_review, a single INSERT).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from gen.errors import GenError
 from gen.serve import pages
-from gen.serve.queries import RecordFilter
+from gen.serve.records import RecordFilter
 from gen.store.reviews import ReviewAction, add_review
 
 TOKEN_COOKIE = "gen_token"

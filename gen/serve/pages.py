@@ -1,4 +1,4 @@
-"""The pages: each function reads what it shows (gen.serve.queries) and renders a Jinja2 template to HTML.
+"""The pages: each function reads what it shows (gen.serve.jobs, gen.serve.records) and renders a Jinja2 template to HTML.
 
 The same job page, rendered with `standalone=True`, is what `gen report` writes: styles inline, no links out.
 """
@@ -11,7 +11,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from gen.serve import queries, svg
+from gen.serve import jobs, records, svg
 from gen.store.models import UnitState
 from gen.store.reviews import latest_reviews
 
@@ -37,17 +37,17 @@ def not_found(what: str) -> str:
 
 
 def jobs_page(store) -> str:
-    jobs = queries.jobs_overview(store)
-    return render("jobs.html", title="Jobs", jobs=jobs, states=UnitState.ALL,
-                  refresh=LIVE_REFRESH_SECONDS if any(j.live for j in jobs) else None)
+    rows = jobs.jobs_overview(store)
+    return render("jobs.html", title="Jobs", jobs=rows, states=UnitState.ALL,
+                  refresh=LIVE_REFRESH_SECONDS if any(j.live for j in rows) else None)
 
 
-def job_plots(store, job_id: str) -> tuple[list[Markup], queries.Distributions]:
+def job_plots(store, job_id: str) -> tuple[list[Markup], jobs.Distributions]:
     """Every plot of the job page, as SVG markup, in the order shown."""
-    units = queries.units_over_time(store, job_id)
-    calls = queries.calls_over_time(store, job_id)
-    cost = queries.cost_over_time(store, job_id)
-    dist = queries.record_distributions(store, job_id)
+    units = jobs.units_over_time(store, job_id)
+    calls = jobs.calls_over_time(store, job_id)
+    cost = jobs.cost_over_time(store, job_id)
+    dist = jobs.record_distributions(store, job_id)
     sample = f" (newest {dist.sampled} records)" if dist.capped else ""
     plots = [
         svg.line_chart("units", "Units finished over time (cumulative: done, rejected, failed)", units.x, units.series),
@@ -60,26 +60,26 @@ def job_plots(store, job_id: str) -> tuple[list[Markup], queries.Distributions]:
                       empty="no kept records yet"),
         svg.bar_chart("tokens", f"Tokens per record (its calls' prompt + completion){sample}",
                       svg.histogram_bins(dist.tokens), empty="no kept records with calls yet"),
-        svg.hbar_chart("rejections", f"Rejection reasons (top {queries.TOP_REASONS})",
-                       queries.rejection_reasons(store, job_id), empty="no unit rejected or failed"),
-        svg.hbar_chart("duplicates", "Duplicates dropped", queries.duplicates_dropped(store, job_id),
+        svg.hbar_chart("rejections", f"Rejection reasons (top {jobs.TOP_REASONS})",
+                       jobs.rejection_reasons(store, job_id), empty="no unit rejected or failed"),
+        svg.hbar_chart("duplicates", "Duplicates dropped", jobs.duplicates_dropped(store, job_id),
                        empty="no duplicates dropped"),
-        svg.hbar_chart("code-checks", "Code-check outcomes", queries.code_check_outcomes(store, job_id),
+        svg.hbar_chart("code-checks", "Code-check outcomes", jobs.code_check_outcomes(store, job_id),
                        empty="no code was checked in this job"),
     ]
     return plots, dist
 
 
 def units_width(width: float) -> str:
-    return f"{svg._num(width)} s" if width < 120 else f"{svg._num(width / 60)} min"
+    return f"{svg.number(width)} s" if width < 120 else f"{svg.number(width / 60)} min"
 
 
 def sorted_bins(counter) -> list[tuple[str, float]]:
-    return [(svg._num(k), float(v)) for k, v in sorted(counter.items())]
+    return [(svg.number(k), float(v)) for k, v in sorted(counter.items())]
 
 
 def job_page(store, job_ref: str, *, standalone: bool = False, sample: list | None = None) -> str | None:
-    job = queries.find_job(store, job_ref)
+    job = jobs.find_job(store, job_ref)
     if job is None:
         return None
     plots, _ = job_plots(store, job.id)
@@ -88,19 +88,19 @@ def job_page(store, job_ref: str, *, standalone: bool = False, sample: list | No
                   refresh=LIVE_REFRESH_SECONDS if job.live and not standalone else None)
 
 
-def records_page(store, job_ref: str, flt: queries.RecordFilter) -> str | None:
-    job = queries.find_job(store, job_ref, counts=False)  # no counts: a page costs the same on 1M records
+def records_page(store, job_ref: str, flt: records.RecordFilter) -> str | None:
+    job = jobs.find_job(store, job_ref, counts=False)  # no counts: a page costs the same on 1M records
     if job is None:
         return None
-    rows, next_after = queries.browse_records(store, job.id, flt)
+    rows, next_after = records.browse_records(store, job.id, flt)
     return render("records.html", title=f"Records of {job.name}", job=job, rows=rows, flt=flt,
                   next_query=flt.query(after=next_after) if next_after else None,
                   first_query=flt.query(after=0) if flt.after else None,
-                  facets=queries.facets(store, job.id))
+                  facets=records.facets(store, job.id))
 
 
 def record_page(store, record_id: int, *, message: str | None = None) -> str | None:
-    detail = queries.record_detail(store, record_id)
+    detail = records.record_detail(store, record_id)
     if detail is None:
         return None
     rec = detail.record
@@ -124,10 +124,10 @@ def judge_turns(meta: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 def report_html(store, job_ref: str, *, sample_size: int = 20) -> str | None:
     """One self-contained HTML file: the job page's plots and a sample of records (for `gen report`)."""
-    job = queries.find_job(store, job_ref)
+    job = jobs.find_job(store, job_ref)
     if job is None:
         return None
-    records = queries.sample_records(store, job.id, sample_size)
-    marks = latest_reviews(store, job.id, [r.id for r in records]) if records else {}
-    sample = [{"record": r, "review": marks.get(r.id), "turns": judge_turns(r.meta or {})} for r in records]
+    chosen = records.sample_records(store, job.id, sample_size)
+    marks = latest_reviews(store, job.id, [r.id for r in chosen]) if chosen else {}
+    sample = [{"record": r, "review": marks.get(r.id), "turns": judge_turns(r.meta or {})} for r in chosen]
     return job_page(store, job.id, standalone=True, sample=sample)

@@ -17,7 +17,7 @@ LEFT, RIGHT, TOP, BOTTOM = 56, 16, 28, 40
 COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
 
 
-def _num(v: float) -> str:
+def number(v: float) -> str:
     if v == int(v):
         return str(int(v))
     return f"{v:.4g}" if abs(v) < 1 else f"{v:.2f}"
@@ -52,7 +52,7 @@ def _y_axis(parts: list[str], top_value: float, plot_h: int) -> None:
         v = top_value * i / 4
         y = TOP + plot_h - plot_h * i / 4
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
-        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{_num(v)}</text>')
+        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{number(v)}</text>')
 
 
 def bar_chart(name: str, title: str, bars: Sequence[tuple[str, float]], *, empty: str = "nothing yet") -> Markup:
@@ -69,7 +69,7 @@ def bar_chart(name: str, title: str, bars: Sequence[tuple[str, float]], *, empty
         x = LEFT + i * slot + slot * 0.1
         parts.append(f'<rect class="bar" x="{x:.1f}" y="{TOP + plot_h - h:.1f}" width="{slot * 0.8:.1f}" '
                      f'height="{h:.1f}" fill="{COLOURS[0]}" data-label="{escape(str(label))}" '
-                     f'data-value="{_num(value)}"><title>{escape(str(label))}: {_num(value)}</title></rect>')
+                     f'data-value="{number(value)}"><title>{escape(str(label))}: {number(value)}</title></rect>')
         if i % math.ceil(len(bars) / (12 if len(str(label)) <= 4 else 6)) == 0:
             parts.append(f'<text x="{x + slot * 0.4:.1f}" y="{HEIGHT - BOTTOM + 16}" class="tick" '
                          f'text-anchor="middle">{escape(str(label)[:12])}</text>')
@@ -92,9 +92,9 @@ def hbar_chart(name: str, title: str, bars: Sequence[tuple[str, float]], *, empt
         parts.append(f'<text x="{label_w - 8}" y="{y + 15}" class="tick" text-anchor="end">'
                      f'{escape(label[:52] + ("…" if len(label) > 52 else ""))}</text>')
         parts.append(f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{max(w, 1):.1f}" height="{row - 6}" '
-                     f'fill="{COLOURS[1]}" data-label="{escape(label)}" data-value="{_num(value)}">'
-                     f'<title>{escape(label)}: {_num(value)}</title></rect>')
-        parts.append(f'<text x="{label_w + w + 6:.1f}" y="{y + 15}" class="tick">{_num(value)}</text>')
+                     f'fill="{COLOURS[1]}" data-label="{escape(label)}" data-value="{number(value)}">'
+                     f'<title>{escape(label)}: {number(value)}</title></rect>')
+        parts.append(f'<text x="{label_w + w + 6:.1f}" y="{y + 15}" class="tick">{number(value)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -127,8 +127,8 @@ def line_chart(name: str, title: str, x: Sequence[float], series: dict[str, Sequ
         for (cx, cy), t, v in zip(coords, x, values):
             when = datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
             parts.append(f'<circle class="point" cx="{cx:.1f}" cy="{cy:.1f}" r="2.5" fill="{colour}" '
-                         f'data-series="{escape(sname)}" data-x="{when}" data-value="{_num(v)}">'
-                         f'<title>{escape(sname)} at {when} UTC: {_num(v)}</title></circle>')
+                         f'data-series="{escape(sname)}" data-x="{when}" data-value="{number(v)}">'
+                         f'<title>{escape(sname)} at {when} UTC: {number(v)}</title></circle>')
         lx = LEFT + 8 + i * 120
         parts.append(f'<rect x="{lx}" y="{HEIGHT - 14}" width="10" height="10" fill="{colour}"/>'
                      f'<text x="{lx + 14}" y="{HEIGHT - 5}" class="tick">{escape(sname[:16])}</text>')
@@ -142,7 +142,7 @@ def histogram_bins(values: Sequence[float], bins: int = 10) -> list[tuple[str, f
         return []
     distinct = sorted(set(values))
     if distinct[-1] - distinct[0] < bins:  # a few whole numbers: one bar each
-        return [(_num(v), float(sum(1 for x in values if x == v))) for v in distinct]
+        return [(number(v), float(sum(1 for x in values if x == v))) for v in distinct]
     lo, hi = distinct[0], distinct[-1]
     whole = all(float(v).is_integer() for v in distinct)
     width = math.ceil((hi - lo + 1) / bins) if whole else (hi - lo) / bins
@@ -150,5 +150,5 @@ def histogram_bins(values: Sequence[float], bins: int = 10) -> list[tuple[str, f
     for v in values:
         counts[min(int((v - lo) / width), bins - 1)] += 1
     if whole:
-        return [(f"{_num(lo + i * width)}–{_num(lo + (i + 1) * width - 1)}", float(c)) for i, c in enumerate(counts)]
-    return [(f"{_num(lo + i * width)}–{_num(lo + (i + 1) * width)}", float(c)) for i, c in enumerate(counts)]
+        return [(f"{number(lo + i * width)}–{number(lo + (i + 1) * width - 1)}", float(c)) for i, c in enumerate(counts)]
+    return [(f"{number(lo + i * width)}–{number(lo + (i + 1) * width)}", float(c)) for i, c in enumerate(counts)]

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import Column, Index, Text, func, inspect, select
-from sqlmodel import Field, SQLModel
+from sqlalchemy import Column, Index, Text, func, inspect
+from sqlmodel import Field, SQLModel, select
 
 from gen.errors import UsageError
 from gen.store.models import Record, utcnow
@@ -108,6 +108,8 @@ def reviewed_records(store, job_id: str, records: Iterator[Record], *, kind: str
     yield from (r for r in records if r.id not in excluded)
     if kind != "conversation" or not included:
         return
-    for record in store.iter_records(job_id, kind="rejected"):
-        if record.id in included:
-            yield record
+    wanted = sorted(included)
+    for start in range(0, len(wanted), 500):
+        with store.session() as s:
+            yield from s.exec(select(Record).where(Record.job_id == job_id, Record.kind == "rejected",
+                                                   Record.id.in_(wanted[start:start + 500])).order_by(Record.id))

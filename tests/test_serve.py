@@ -192,9 +192,14 @@ def test_job_page_plots_carry_the_jobs_numbers(sim, tmp_path):
 def test_the_jobs_page_of_a_live_job_refreshes_itself(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'gen.db'}")
     store.create_job(name="live", instructor="respond", spec={}, spec_hash="x", units=[("a", {}), ("b", {})])
+    job_id = store.list_jobs()[0].id
     with serving() as url:
         _, _, page = get(url + "/")
+        status, _, job_page = get(f"{url}/jobs/{job_id}")
     assert 'http-equiv="refresh"' in page and "running" in page
+    # a job with nothing done yet: every plot is there, empty, and says so
+    assert status == 200 and 'http-equiv="refresh"' in job_page
+    assert re.findall(r'data-points="(\d+)"', job_page) == ["0"] * 9 and "nothing yet" in job_page
 
 
 def make_records(store: Store, n: int, *, kinds=("conversation",)) -> str:
@@ -205,7 +210,10 @@ def make_records(store: Store, n: int, *, kinds=("conversation",)) -> str:
                          conversation=[{"role": "user", "content": f"question {i} about {'owls' if i % 5 == 0 else 'cats'}"},
                                        {"role": "assistant", "content": f"answer {i}"}],
                          meta={"category": "even" if i % 2 == 0 else "odd", "constraints": ["all_caps"] if i % 3 == 0 else [],
-                               "judge": {"mean": (i % 5) + 1}, "verified": i % 4 == 0})
+                               "judge": {"mean": (i % 5) + 1}, "verified": i % 4 == 0,
+                               "language": "python" if i % 2 else "go",
+                               **({"rejected_because": "ruff rejects the code:\nE999" if i % 14 == 0 else "judge: low"}
+                                  if i % 7 == 0 else {"code_check": "passed" if i % 3 else "unchecked"})})
                for i in range(n)]
     store.finish_unit_with_records(job.id, unit.id, records, [])
     return job.id
@@ -256,6 +264,16 @@ def test_record_browser_pages_by_cursor_and_filters(tmp_path):
         assert ids_for(verified="yes") == [i for i, r in records.items() if r.meta["verified"]]
         assert ids_for(verified="no", kind="rejected") == [i for i in rejected if not records[i].meta["verified"]]
         assert ids_for(q="no such words") == []
+        assert ids_for(code_check="unchecked", language="go") == [
+            i for i, r in records.items() if r.meta.get("code_check") == "unchecked" and r.meta["language"] == "go"]
+        # the job page counts the code checks in SQL
+        page = get(f"{url}/jobs/{job_id}")[2]
+        kept = [r for r in records.values() if r.kind != "rejected"]
+        assert plot_values(page, "code-checks") == {
+            "kept: passed": sum(r.meta["code_check"] == "passed" for r in kept),
+            "kept: unchecked": sum(r.meta["code_check"] == "unchecked" for r in kept),
+            "rejected: check failed": sum("rejects the code" in r.meta.get("rejected_because", "")
+                                          for r in records.values())}
         assert get(f"{url}/jobs/{job_id}/records?min_score=high")[0] == 400
 
 

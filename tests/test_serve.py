@@ -374,6 +374,18 @@ def test_postgresql_reads_are_read_only_and_marks_are_written(pg_url):
     with serving("--reviewer", "carol", db=pg_url) as url:
         assert job_id in get(url + "/")[2]
         assert listed(get(f"{url}/jobs/{job_id}/records?kind=kept")[2])[:1] == [record_id + 1]
+        records = {r.id: r for r in store.iter_records(job_id)}
+        for params, keep in (
+                ({"constraint": "all_caps"}, lambda r: bool(r.meta["constraints"])),
+                ({"min_score": "4"}, lambda r: r.meta["judge"]["mean"] >= 4),
+                ({"verified": "yes"}, lambda r: r.meta["verified"]),
+                ({"verified": "no", "category": "odd"}, lambda r: not r.meta["verified"] and r.meta["category"] == "odd"),
+                ({"code_check": "passed", "language": "python"},
+                 lambda r: r.meta.get("code_check") == "passed" and r.meta["language"] == "python"),
+                ({"q": "OWLS"}, lambda r: "owls" in r.conversation[0]["content"])):
+            shown = listed(get(f"{url}/jobs/{job_id}/records?{urllib.parse.urlencode(params)}")[2])
+            assert shown == [i for i, r in records.items() if keep(r)], params
+        assert 'data-plot="code-checks" data-points="3"' in get(f"{url}/jobs/{job_id}")[2]
         body = urllib.parse.urlencode({"action": "exclude", "reason": "duplicate"}).encode()
         assert get(f"{url}/records/{record_id + 1}/review", data=body)[0] == 200
     from gen.store.reviews import review_overrides

@@ -28,7 +28,7 @@ class RecordFilter:
     q: str = ""
     after: int = 0
 
-    def where(self, job_id: str, dialect: str) -> list:
+    def where(self, job_id: str) -> list:
         m = Record.meta
         clauses = [Record.job_id == job_id, Record.id > self.after]
         if self.kind == "kept":
@@ -72,7 +72,7 @@ def browse_records(store, job_id: str, flt: RecordFilter, page: int = PAGE) -> t
     1000 costs what page 1 costs); returns the rows and the cursor of the next page, if any."""
     with reading(store) as conn:
         rows = conn.execute(select(Record.id, Record.kind, Record.conversation, Record.meta)
-                            .where(*flt.where(job_id, conn.dialect.name)).order_by(Record.id).limit(page + 1)).all()
+                            .where(*flt.where(job_id)).order_by(Record.id).limit(page + 1)).all()
     more = len(rows) > page
     rows = rows[:page]
     marks = latest_reviews(store, job_id, [r.id for r in rows]) if rows else {}

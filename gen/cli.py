@@ -291,8 +291,16 @@ def _add_simulator() -> None:
     cli.add_command(simulate)
 
 
+def _add_serve() -> None:
+    from gen.serve.command import report, serve
+
+    cli.add_command(serve)
+    cli.add_command(report)
+
+
 def main() -> None:
     _add_simulator()
+    _add_serve()
     cli(prog_name="gen")
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from gen.errors import GenError, UsageError
 from gen.schemas import first_problem, load_schema, validator_for_schema_text
 from gen.store import Store
+from gen.store.reviews import reviewed_records
 
 DEFAULT_REFUSAL_PHRASES = (
     "as an ai language model", "as an ai model", "as a language model", "as an ai developed by",
@@ -191,7 +192,8 @@ def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filt
         fd, tmp_path = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent or ".")
         sink = os.fdopen(fd, "w", encoding="utf-8")
     try:
-        for record in store.iter_records(job_id, kind="rejected" if rejected else kind):
+        records = store.iter_records(job_id, kind="rejected" if rejected else kind)
+        for record in reviewed_records(store, job_id, records, kind=kind, rejected=rejected):  # human marks
             # A record may say refusals are its point (a guardrail system prompt obeyed): the filter spares it.
             if refusal_filter is not None and not record.meta.get("refusals_expected"):
                 phrase = refusal_filter.match(record.conversation)

@@ -145,3 +145,5 @@ class NearDuplicate(SQLModel, table=True):
     similarity: float = 0.0
     text: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+from gen.store.reviews import RecordReview  # noqa: E402,F401  (human review marks; created with the rest)

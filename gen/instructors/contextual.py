@@ -207,9 +207,15 @@ class ContextualInstructor(Instructor[ContextualOptions]):
         meta: dict[str, Any] = {"topic": p["topic"], "blocks": len(blocks), "answerable": answerable,
                                 "cite": cite, "teacher": teacher.name, "model": teacher.model}
         key = "contextual:" + hashlib.sha256(user_text.encode()).hexdigest()[:32]
-        reply = await teacher.chat([{"role": "user", "content": ANSWER_PROMPT.format(instruction=user_text)}],
-                                   schema=answer_schema(urls, answerable=answerable, cite=cite),
-                                   schema_name="contextual_answer", check=check)
+        try:
+            reply = await teacher.chat([{"role": "user", "content": ANSWER_PROMPT.format(instruction=user_text)}],
+                                       schema=answer_schema(urls, answerable=answerable, cite=cite),
+                                       schema_name="contextual_answer", check=check)
+        except OutputRejected as exc:  # kept for review: the instruction and the last answer refused
+            raise OutputRejected(exc.reason, raw=exc.raw, records=[NewRecord(
+                key="rejected:" + key, kind="rejected", meta={**meta, "rejected_because": exc.reason},
+                conversation=[{"role": "user", "content": user_text},
+                              {"role": "assistant", "content": (exc.raw or "(no answer)").strip()}])]) from None
         answer = render_answer(reply.data, blocks, cite)
         conversation = [{"role": "user", "content": user_text}, {"role": "assistant", "content": answer}]
         problem = check(reply)  # a replayed answer needs its verdict again

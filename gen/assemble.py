@@ -347,8 +347,9 @@ class AssembleReport:
                 why.append(f"{s.unwritable} not writable as {self.format}")
             if s.bad_lines:
                 why.append(f"{len(s.bad_lines)} unreadable lines (first: {s.bad_lines[0]})")
-            lost = s.read - s.kept + len(s.bad_lines)
-            out.append(f"  {s.label:<{width}}  priority {s.priority:>3}  read {s.read:>6}  kept {s.kept:>6}  "
+            read = s.read + len(s.bad_lines)  # lines of a file, unreadable ones included
+            lost = read - s.kept
+            out.append(f"  {s.label:<{width}}  priority {s.priority:>3}  read {read:>6}  kept {s.kept:>6}  "
                        f"lost {lost:>6}" + (f": {'; '.join(why)}" if why else ""))
         return out
 

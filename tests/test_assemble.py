@@ -96,7 +96,7 @@ def test_a_row_matching_a_benchmark_is_removed_and_reported_with_the_item(tmp_pa
     assert removed["ngram"]["benchmark"] == {"file": str(tmp_path / "bench.jsonl"), "line": 1, "text": BENCH_Q}
     assert removed["near-duplicate"]["benchmark"]["text"] == "Explain why the sky looks blue on a clear day at noon"
     assert removed["near-duplicate"]["score"] >= 0.9
-    assert "read      3  kept      1  lost      3: 2 matched a benchmark; 1 unreadable lines (first: line 4" \
+    assert "read      4  kept      1  lost      3: 2 matched a benchmark; 1 unreadable lines (first: line 4" \
         in result.stderr
     # without decontamination the same rows are all kept
     plain = gen_cmd("assemble", "--file", str(tmp_path / "data.jsonl"), "-o", str(out))

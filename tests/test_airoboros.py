@@ -279,7 +279,8 @@ def test_cot_structure_check():
 # ----------------------------------------------------------------------------------------- contextual
 BLOCKS = json.dumps({"blocks": [
     {"metadata": {"title": "Harbour Bakery opens", "author": "J. Ode", "date": "2024-03-02",
-                  "url": "https://news.example/bakery"}, "text": "The Harbour Bakery opened on Pier 4, run by Ana Lim."},
+                  "url": "https://news.example/bakery"},
+     "text": "The Harbour Bakery opened on Pier 4, run by Ana Lim."},
     {"metadata": {"title": "Pier 4 repairs", "author": "K. Mo", "date": "2024-02-11",
                   "url": "https://news.example/pier"}, "text": "Pier 4 was repaired in February for 2.1 million."}]})
 

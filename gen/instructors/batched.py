@@ -89,7 +89,8 @@ class BatchInstructor(Instructor[O]):
 
 TRIVIA_PROMPT = """Write {n} trivia questions about {topic}, each with its correct answer.
 Every question has one short, factual, uncontroversial answer (a name, a number, a place, a date, a term).
-Vary the difficulty, avoid the best-known trivia, and do not repeat yourself. This is batch {batch} of the collection."""
+Vary the difficulty, avoid the best-known trivia, and do not repeat yourself. This is batch {batch} of the \
+collection."""
 
 JOKES_PROMPT = """Write {n} original, clean jokes about {topic}.
 For each, give the request a user would make ("Tell me a joke about ...", "Do you know any jokes about ...?", \

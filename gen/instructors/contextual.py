@@ -197,7 +197,8 @@ class ContextualInstructor(Instructor[ContextualOptions]):
         answerable, cite = p["answerable"], p["cite"]
         ask = (ANSWERABLE_PROMPT.format(blocks=render_blocks(blocks), cite=CITE if cite else "") if answerable
                else UNANSWERABLE_PROMPT.format(blocks=render_blocks(blocks)))
-        written = (await teacher.chat([{"role": "user", "content": ask}])).text.strip()
+        written = (await teacher.chat([{"role": "user", "content": ask}], check=lambda r: None if r.text.strip()
+                                      and "ENDINSTRUCTION" not in r.text else "no usable instruction")).text.strip()
         instruction = written + (CITE if cite and "source" not in written.lower() else "")
         user_text = render_instruction(blocks, instruction)
 

@@ -116,14 +116,16 @@ def parse_plan(text: str, tools: list[str]) -> list[Step]:
             raise PlanError(f"line {i + 2} should be ':evidenceN: = Tool[input]': {lines[i + 1]!r}")
         number, tool, given = int(call.group(1)), call.group(2), call.group(3).strip()
         if number != len(steps) + 1:
-            raise PlanError(f"line {i + 2}: evidence is numbered :evidence{len(steps) + 1}: here, not :evidence{number}:")
+            raise PlanError(f"line {i + 2}: evidence is numbered :evidence{len(steps) + 1}: here, "
+                            f"not :evidence{number}:")
         if tool not in tools:
             raise PlanError(f"line {i + 2}: tool '{tool}' is not one of the listed tools ({', '.join(tools)})")
         if not given:
             raise PlanError(f"line {i + 2}: {tool} is called without an input")
         later = [int(r) for r in REFERENCE.findall(given) if int(r) >= number or int(r) < 1]
         if later:
-            raise PlanError(f"line {i + 2}: :evidence{number}: uses :evidence{later[0]}:, which is not an earlier step's")
+            raise PlanError(f"line {i + 2}: :evidence{number}: uses :evidence{later[0]}:, "
+                            "which is not an earlier step's")
         steps.append(Step(plan.group(1).strip(), number, tool, given))
     answer = ANSWER_LINE.match(lines[-1])
     if not answer:

@@ -296,11 +296,39 @@ def _add_serve() -> None:
 
     cli.add_command(serve)
     cli.add_command(report)
+@click.command("assemble")
+@click.argument("config", required=False, type=click.Path(path_type=Path))
+@click.option("--job", "jobs", multiple=True, metavar="REF[=PRIORITY]", help="A job (id or name) as a source.")
+@click.option("--file", "files", multiple=True, metavar="PATH[=PRIORITY]", help="A JSONL file as a source.")
+@click.option("--benchmark", "benchmarks", multiple=True, metavar="FILE", help="Drop rows matching its items.")
+@click.option("-o", "--output", help="Where to write the training set ('-' for stdout).")
+@click.option("-f", "--format", "fmt", help="sharegpt (default), messages or alpaca.")
+@click.option("--ngram", type=int, help="Word n-gram size for decontamination (default 8).")
+@click.option("--ngram-overlap", type=float, help="Share of a benchmark item's n-grams that drops a row (0.5).")
+@click.option("--near-dup-threshold", type=float, help="Similarity that drops a row as a near-duplicate (0.8).")
+@click.option("--report", help="A JSONL file listing every dropped row and why.")
+@click.option("--meta", is_flag=True, default=None, help="Add `metadata` (source, uuid) to each line.")
+@click.pass_context
+@handle_errors
+def assemble_cmd(ctx: click.Context, config: Path | None, **options) -> None:
+    """Combine jobs and JSONL files into one training set: priorities, dedup, decontamination."""
+    from gen.assemble import assemble, spec_from_options
+
+    spec = spec_from_options(config, **options)
+    store = open_store(ctx) if any(s.job is not None for s in spec.sources) else None
+    report = assemble(spec, store=store)
+    for line in report.lines():
+        click.echo(line, err=True)
+
+
+def _add_assemble() -> None:
+    cli.add_command(assemble_cmd)
 
 
 def main() -> None:
     _add_simulator()
     _add_serve()
+    _add_assemble()
     cli(prog_name="gen")
 
 

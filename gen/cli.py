@@ -12,12 +12,13 @@ import click
 
 from gen.config import JobSpec, load_settings, read_job_file
 from gen.errors import GenError, UsageError
+from gen.secrets import install_log_scrubber, scrub
 
 EXIT_INTERRUPTED = 130
 
 
 def fail(message: str, code: int) -> None:
-    click.echo(f"gen: error: {message}", err=True)
+    click.echo(f"gen: error: {scrub(message)}", err=True)
     sys.exit(code)
 
 
@@ -61,6 +62,7 @@ def cli(ctx: click.Context, db_url: str | None, verbose: bool) -> None:
     """gen: synthetic conversations from teacher models, exported as training JSONL."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_scrubber()  # keys and URL passwords never reach a log line
     ctx.ensure_object(dict)
     if db_url:
         os.environ["GEN_DATABASE_URL"] = db_url  # instructors that read an earlier job at plan time look here

@@ -4,8 +4,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from gen.store.types import StoredText  # NUL-safe on PostgreSQL; error columns scrubbed of secrets
 
 SCHEMA_VERSION = 1
 
@@ -39,7 +41,7 @@ class Job(SQLModel, table=True):
     spec_hash: str = Field(max_length=64)
     status: str = Field(default="active", max_length=32)  # active | finished | cancelled | stopped | blocked
     queue: str = Field(default="gen", max_length=64)
-    status_reason: Optional[str] = Field(default=None, sa_column=Column(Text))
+    status_reason: Optional[str] = Field(default=None, sa_column=Column(StoredText(scrubbed=True)))
     unit_count: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -56,8 +58,8 @@ class Unit(SQLModel, table=True):
     state: str = Field(default=UnitState.PENDING, max_length=16)
     attempts: int = 0
     duplicates: int = 0
-    last_error: Optional[str] = Field(default=None, sa_column=Column(Text))
-    raw_output: Optional[str] = Field(default=None, sa_column=Column(Text))
+    last_error: Optional[str] = Field(default=None, sa_column=Column(StoredText(scrubbed=True)))
+    raw_output: Optional[str] = Field(default=None, sa_column=Column(StoredText(scrubbed=True)))
     worker: Optional[str] = Field(default=None, max_length=128)
     lease_until: Optional[datetime] = None  # a running unit whose lease has passed was lost with its worker
     started_at: Optional[datetime] = None
@@ -80,16 +82,16 @@ class Call(SQLModel, table=True):
     occurrence: int = 0
     attempt: int = 1
     status: Optional[int] = None
-    text: Optional[str] = Field(default=None, sa_column=Column(Text))
+    text: Optional[str] = Field(default=None, sa_column=Column(StoredText))
     finish_reason: Optional[str] = Field(default=None, max_length=32)
     latency_ms: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
-    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    error: Optional[str] = Field(default=None, sa_column=Column(StoredText(scrubbed=True)))
     error_kind: Optional[str] = Field(default=None, max_length=64)
     accepted: Optional[bool] = None
-    reject_reason: Optional[str] = Field(default=None, sa_column=Column(Text))
+    reject_reason: Optional[str] = Field(default=None, sa_column=Column(StoredText(scrubbed=True)))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -147,5 +149,5 @@ class NearDuplicate(SQLModel, table=True):
     item_key: str = Field(max_length=200)
     duplicate_of: str = Field(max_length=200)
     similarity: float = 0.0
-    text: str = Field(sa_column=Column(Text, nullable=False))
+    text: str = Field(sa_column=Column(StoredText, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)

@@ -58,7 +58,9 @@ class TeacherSpec:
         return self.base_url or DEFAULT_BASE_URL.get(self.provider, "")
 
     def api_key(self) -> str:
-        """The key from the environment. openai-compatible servers without `api_key_env` need none."""
+        """The key from the environment (registered as a secret). openai-compatible servers without
+        `api_key_env` need none."""
+        register_url_password(self.base_url)  # a base_url may carry credentials too
         env = self.key_env
         if env is None:
             return "none"

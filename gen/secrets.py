@@ -52,8 +52,9 @@ def forget_secrets() -> None:
 
 
 def _forms(value: str) -> list[str]:
-    """The value as it may be written: whole, URL-encoded, JSON-escaped."""
-    forms = {value, quote(value, safe=""), quote(value, safe="/:"), json.dumps(value)[1:-1]}
+    """The value as it may be written: whole, URL-encoded (reserved or all punctuation), JSON-escaped."""
+    every = "".join(c if c.isalnum() else f"%{ord(c):02X}" for c in value if ord(c) < 128)
+    forms = {value, quote(value, safe=""), quote(value, safe="/:"), json.dumps(value)[1:-1], every, every.lower()}
     return sorted(forms, key=len, reverse=True)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 RATE_FIELDS = (
+    "echo_key_rate",
     "error_rate",
     "hang_rate",
     "malformed_rate",
@@ -27,7 +28,8 @@ class SimConfig:
     latency / jitter: each successful answer waits latency +- uniform(jitter) seconds.
     *_rate: probability per request of each injected fault.
     echo_key_status: 0 = off; else every chat request is answered with this HTTP status (e.g. 401, 500) and a
-      body quoting the request's bearer token whole and masked, as proxies and OpenAI do (tests of scrubbing).
+      body quoting the request's bearer token whole and masked, as proxies and OpenAI do (tests of scrubbing);
+      echo_key_rate: the share of requests so answered (the others are served as usual).
     seed: None = non-deterministic; an int makes content and faults reproducible.
     """
 
@@ -45,6 +47,7 @@ class SimConfig:
     schema_violation_rate: float = 0.0
     reject_json_schema: bool = False
     echo_key_status: int = 0
+    echo_key_rate: float = 1.0
     seed: int | None = None
     model: str = "sim-1"
 

@@ -178,7 +178,7 @@ class ChatHandler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         state = self.state
         state.stats["requests"] += 1
-        if state.config.echo_key_status:
+        if state.config.echo_key_status and state.rng.random() < state.config.echo_key_rate:
             return state.respond(state.config.echo_key_status, key_echo_body(request.headers.get("Authorization", "")))
         body, error = _parse_request(await request.read())
         if error is not None:

@@ -96,7 +96,7 @@ def resolve_target(output: str) -> Path:
         shown = None
     try:
         mode = os.stat(target).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         mode = None
     except OSError as exc:
         raise UsageError(f"cannot write {output}: {exc.strerror or type(exc).__name__}") from None

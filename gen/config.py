@@ -218,10 +218,11 @@ def read_job_file(path: str | Path) -> JobSpec:
 
 def check_url_port(url: str, *, what: str) -> None:
     """A URL whose port is not a number in 1..65535 is a UsageError naming `what` (e.g. `teachers.main.base_url`)."""
-    match = re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)", url or "")
+    match = re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://(.*)$", url or "", re.S)
     if not match:
         return
-    hostport = match.group(1).rsplit("@", 1)[-1]
+    rest = match.group(1)
+    hostport = re.split(r"[/?#]", rest[rest.rfind("@") + 1:], maxsplit=1)[0]  # after the userinfo, however written
     if hostport.startswith("["):
         port = hostport.split("]", 1)[1][1:] if "]:" in hostport else None
     else:

@@ -117,6 +117,9 @@ def test_a_key_echoed_in_401_and_500_bodies_is_never_stored_logged_shown_or_expo
         outputs.extend([result.stdout, result.stderr])
         return result
 
+    sim.script([{"match": "Question number 0", "answers": [f"The proxy forwarded Authorization: Bearer {key}"]}])
+    answered = gen("run", str(_job(tmp_path, sim, provider, "answered")), "-q")  # an answer quoting the key
+    assert answered.returncode == 0, answered.stderr
     sim.configure(echo_key_status=500, echo_key_rate=0.5)  # half the calls: a 500 quoting the key, retried
     served = gen("-v", "run", str(_job(tmp_path, sim, provider, "served")), "-q")
     sim.configure(echo_key_status=401, echo_key_rate=1.0)  # every call: a 401 quoting the key
@@ -138,9 +141,13 @@ def test_a_key_echoed_in_401_and_500_bodies_is_never_stored_logged_shown_or_expo
         gen("status", job.id)
         gen("status", job.id, "--json")
     gen("jobs")
-    out = tmp_path / "served.jsonl"
-    assert gen("export", jobs["served"].id, "-o", str(out), "--meta").returncode == 0
-    outputs.append(out.read_text(encoding="utf-8"))
+    exports = {}
+    for name in ("answered", "served"):
+        out = tmp_path / f"{name}.jsonl"
+        assert gen("export", jobs[name].id, "-o", str(out), "--meta").returncode == 0
+        exports[name] = out.read_text(encoding="utf-8")
+    assert "The proxy forwarded Authorization: Bearer ***" in exports["answered"]  # the answer was kept, scrubbed
+    outputs.extend(exports.values())
 
     with sqlite3.connect(tmp_path / "gen.db") as conn:
         dump = "\n".join(conn.iterdump())

@@ -83,7 +83,7 @@ class MistralProvider(Provider):
         except (IndexError, AttributeError, TypeError):
             raise MalformedResponse(f"teacher '{self.teacher}': response has no choices or usage", status=200) from None
         return Completion(
-            text=content or "",
+            text=scrub(content or ""),  # an answer quoting a key (a proxy echoing headers) is scrubbed too
             finish_reason=str(choice.finish_reason) if choice.finish_reason is not None else None,
             usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0),
             status=200,

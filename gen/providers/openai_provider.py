@@ -83,7 +83,7 @@ def parse_chat_completion(body: bytes, *, status: int, headers: dict[str, str], 
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise MalformedResponse(f"teacher '{teacher}': unreadable response body ({exc.__class__.__name__})",
                                 status=status, raw=scrub(body[:2000].decode("utf-8", "replace"))) from None
-    return Completion(text=content, finish_reason=choice.get("finish_reason"),
+    return Completion(text=scrub(content), finish_reason=choice.get("finish_reason"),
                       usage=Usage(prompt_tokens, completion_tokens), status=status, headers=headers,
                       model=data.get("model"))
 

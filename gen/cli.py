@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from gen.errors import GenError, UsageError
+from gen.secrets import install_log_scrubber, scrub
 
 if TYPE_CHECKING:
     from gen.config import JobSpec
@@ -24,7 +25,7 @@ EXIT_INTERRUPTED = 130
 
 
 def fail(message: str, code: int) -> None:
-    click.echo(f"gen: error: {message}", err=True)
+    click.echo(f"gen: error: {scrub(message)}", err=True)
     sys.exit(code)
 
 
@@ -70,6 +71,7 @@ def cli(ctx: click.Context, db_url: str | None, verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from gen.config import load_settings
 
+    install_log_scrubber()  # keys and URL passwords never reach a log line
     ctx.ensure_object(dict)
     if db_url:
         os.environ["GEN_DATABASE_URL"] = db_url  # instructors that read an earlier job at plan time look here

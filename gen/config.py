@@ -4,13 +4,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gen.errors import JobFileError, MissingKeyError
+from gen.errors import JobFileError, MissingKeyError, UsageError
+from gen.secrets import redact_url, register_secret, register_url_password
 
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "mistral": "MISTRAL_API_KEY"}
 DEFAULT_BASE_URL = {"openai": "https://api.openai.com/v1", "mistral": "https://api.mistral.ai"}
@@ -55,13 +57,16 @@ class TeacherSpec:
         return self.base_url or DEFAULT_BASE_URL.get(self.provider, "")
 
     def api_key(self) -> str:
-        """The key from the environment. openai-compatible servers without `api_key_env` need none."""
+        """The key from the environment (registered as a secret). openai-compatible servers without
+        `api_key_env` need none."""
+        register_url_password(self.base_url)  # a base_url may carry credentials too
         env = self.key_env
         if env is None:
             return "none"
         value = os.environ.get(env, "")
         if not value.strip():
             raise MissingKeyError(self.name, env)
+        register_secret(value)  # from now on scrubbed from every error, log line and stored text
         return value
 
     def sampling(self) -> dict[str, Any]:
@@ -140,24 +145,91 @@ class JobSpec:
         )
 
 
+MAX_JOB_FILE_BYTES = 1_000_000   # a job file is a page of YAML; prompts belong in a prompts file
+MAX_YAML_NODES = 100_000         # nodes once every alias is expanded: a "billion laughs" file is refused
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a document whose aliases expand past MAX_YAML_NODES nodes, before building it."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            expanded_size(node)
+        return node
+
+
+def expanded_size(node: yaml.Node) -> int:
+    """How many nodes the document has with every alias expanded; raises ValueError past MAX_YAML_NODES."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(node, False)]
+    while stack:  # iterative post-order walk, memoised by node: shared (aliased) nodes are sized once
+        current, children_done = stack.pop()
+        if id(current) in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(current, yaml.SequenceNode):
+            children = list(current.value)
+        elif isinstance(current, yaml.MappingNode):
+            children = [part for pair in current.value for part in pair]
+        if not children_done:
+            stack.append((current, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        total = 1 + sum(sizes.get(id(child), 1) for child in children)
+        if total > MAX_YAML_NODES:
+            raise ValueError(f"the YAML expands to more than {MAX_YAML_NODES:,} values (aliases of aliases?)")
+        sizes[id(current)] = total
+    return sizes[id(node)]
+
+
 def read_job_file(path: str | Path) -> JobSpec:
     """Read and validate a job file. Raises JobFileError naming the file and the path inside it."""
     path = Path(path)
     label = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_JOB_FILE_BYTES + 1)
     except FileNotFoundError:
         raise JobFileError(label, ["no such file"]) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise JobFileError(label, [f"cannot read: {exc.__class__.__name__}"]) from None
+    except OSError as exc:
+        raise JobFileError(label, [f"cannot read: {exc.strerror or exc.__class__.__name__}"]) from None
+    if len(raw) > MAX_JOB_FILE_BYTES:
+        raise JobFileError(label, [f"larger than {MAX_JOB_FILE_BYTES // 1_000_000} MB: a job file holds settings; "
+                                   "put prompts in a prompts_file"])
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise JobFileError(label, ["not UTF-8 text"]) from None
+    try:
+        data = yaml.load(text, Loader=BoundedLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
         raise JobFileError(label, [f"{where}invalid YAML ({problem})"]) from None
+    except ValueError as exc:
+        raise JobFileError(label, [str(exc)]) from None
+    except RecursionError:
+        raise JobFileError(label, ["the YAML is nested too deeply"]) from None
     return parse_job(data, label=label, base_dir=str(path.resolve().parent))
+
+
+def check_url_port(url: str, *, what: str) -> None:
+    """A URL whose port is not a number in 1..65535 is a UsageError naming `what` (e.g. `teachers.main.base_url`)."""
+    match = re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://(.*)$", url or "", re.S)
+    if not match:
+        return
+    rest = match.group(1)
+    hostport = re.split(r"[/?#]", rest[rest.rfind("@") + 1:], maxsplit=1)[0]  # after the userinfo, however written
+    if hostport.startswith("["):
+        port = hostport.split("]", 1)[1][1:] if "]:" in hostport else None
+    else:
+        port = hostport.rsplit(":", 1)[1] if ":" in hostport else None
+    if port is None or port == "":
+        return
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(f"{what}: port {port!r} is not a number between 1 and 65535 in {redact_url(url)}")
 
 
 def parse_job(data: Any, *, label: str = "<job>", base_dir: str = ".") -> JobSpec:
@@ -170,6 +242,11 @@ def parse_job(data: Any, *, label: str = "<job>", base_dir: str = ".") -> JobSpe
         raise JobFileError(label, problems)
     teachers = {}
     for name, raw in data["teachers"].items():
+        if raw.get("base_url"):
+            try:
+                check_url_port(raw["base_url"], what=f"teachers.{name}.base_url")
+            except UsageError as exc:
+                raise JobFileError(label, [str(exc)]) from None
         prices = Prices(**(raw.get("prices") or {}))
         teachers[name] = TeacherSpec(name=name, **{**raw, "prices": prices})
     return JobSpec(
@@ -193,7 +270,12 @@ class Settings:
 
 
 def load_settings() -> Settings:
-    return Settings(
+    """The settings from the environment; URL passwords are registered as secrets (ports are checked where
+    each URL is opened: `gen.store.db.make_engine`, `worker.dispatch.check_broker`)."""
+    settings = Settings(
         database_url=os.environ.get("GEN_DATABASE_URL") or "sqlite:///gen.db",
         redis_url=os.environ.get("GEN_REDIS_URL") or "redis://127.0.0.1:6379/0",
     )
+    register_url_password(settings.database_url)
+    register_url_password(settings.redis_url)
+    return settings

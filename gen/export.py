@@ -9,15 +9,12 @@ export never leaves half a file where a trainer would read it.
 from __future__ import annotations
 
 import json
-import os
-import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from gen.errors import GenError, UsageError
+from gen.output import Destination
 from gen.schemas import first_problem, load_schema, validator_for_schema_text
 from gen.store import Store
 from gen.store.reviews import reviewed_records
@@ -182,15 +179,8 @@ def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filt
         kind, convert = "conversation", _conversation_converter(FORMATS[fmt])
     validator = line_validator(fmt)
     report = ExportReport()
-    to_stdout = output == "-"
-    if to_stdout:
-        sink, tmp_path = sys.stdout, None
-    else:
-        dest = Path(output)
-        if dest.parent and not dest.parent.exists():
-            raise UsageError(f"cannot write {output}: folder {dest.parent} does not exist")
-        fd, tmp_path = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent or ".")
-        sink = os.fdopen(fd, "w", encoding="utf-8")
+    destination = Destination(output)  # refuses folders, FIFOs, devices, unwritable paths (gen.output)
+    sink = destination.open()
     try:
         records = store.iter_records(job_id, kind="rejected" if rejected else kind)
         for record in reviewed_records(store, job_id, records, kind=kind, rejected=rejected):  # human marks
@@ -210,12 +200,7 @@ def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filt
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             report.written += 1
         sink.flush()
-        if tmp_path:
-            sink.close()
-            os.replace(tmp_path, output)
-            tmp_path = None
+        destination.commit()
     finally:
-        if tmp_path:
-            sink.close()
-            os.unlink(tmp_path)
+        destination.discard()
     return report

@@ -48,18 +48,33 @@ class SourceFile:
     bad_lines: list[BadLine]
 
 
+# any input file a job names ------------------------------------------------------------------------------
+def read_text_file(path: Path | str, *, label: str, option: str) -> str:
+    """The text of an input file a job names (prompts, seeds, source conversations), as UTF-8 (a BOM is
+    allowed). A missing or unreadable file, UTF-16, or binary content is a JobFileError naming the option."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise JobFileError(label, [f"{option}: cannot read {path} ({exc.strerror or type(exc).__name__})"]) from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise JobFileError(label, [f"{option}: {path} is UTF-16 text: save it as UTF-8"])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise JobFileError(label, [f"{option}: {path} is not UTF-8 text (byte {exc.start} cannot be read): "
+                                   "a binary file?"]) from None
+    if "\x00" in text:
+        raise JobFileError(label, [f"{option}: {path} holds NUL bytes: a binary file, not text"])
+    return text
+
+
 # a JSONL file --------------------------------------------------------------------------------------------
 def read_conversation_file(path: Path, *, shown_as: str, label: str,
                            option: str = "instructor.source_file") -> SourceFile:
     """Every well-formed line of a JSONL file; each bad line is logged and returned with its number and reason.
 
     A file with no good line at all is a JobFileError (naming the first bad line when there is one)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise JobFileError(label, [f"{option}: cannot read {path} ({exc.strerror or type(exc).__name__})"]) from None
-    except UnicodeDecodeError:
-        raise JobFileError(label, [f"{option}: {path} is not UTF-8 text"]) from None
+    lines = read_text_file(path, label=label, option=option).splitlines()
     good: list[SourceConversation] = []
     bad: list[BadLine] = []
     for number, line in enumerate(lines, 1):

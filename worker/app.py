@@ -15,12 +15,14 @@ from functools import lru_cache
 from celery import Celery
 from celery.signals import worker_ready
 
+from gen.secrets import install_log_scrubber
 from worker.dispatch import TASK_RUN_UNITS
 from worker.settings import fleet_settings
 log = logging.getLogger("gen.worker")
 
 
 def create_app() -> Celery:
+    install_log_scrubber()  # keys and URL passwords never reach a worker log line
     settings = fleet_settings()
     app = Celery("gen", broker=settings.redis_url, set_as_current=False)
     app.conf.update(

@@ -1,33 +1,30 @@
 """Sending units to the queue through Celery: the fleet's `Dispatcher` (gen.core.fleet)."""
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 from kombu.exceptions import KombuError
 
-from gen.errors import GenError
+from gen.config import check_url_port
+from gen.errors import GenError, UsageError
+from gen.secrets import redact_url as redacted
+from gen.secrets import register_url_password
 
 TASK_RUN_UNITS = "gen.run_units"
-
-
-def redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def check_broker(redis_url: str) -> None:
     """Fail before anything is written when the queue cannot be reached."""
     import redis
 
+    register_url_password(redis_url)
+    check_url_port(redis_url, what="GEN_REDIS_URL")
     try:
         redis.Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3).ping()
     except redis.RedisError as exc:
         message = str(exc).strip().rstrip(".")
         reason = message.rsplit(". ", 1)[-1] if ". " in message else (message or type(exc).__name__)
         raise GenError(f"cannot reach the queue at {redacted(redis_url)} (GEN_REDIS_URL): {reason}") from None
+    except ValueError as exc:  # a URL redis-py cannot read
+        raise UsageError(f"GEN_REDIS_URL is not a Redis URL ({redacted(str(exc))}): {redacted(redis_url)}") from None
 
 
 def batch_size_for(units: int) -> int:

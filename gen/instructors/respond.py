@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from gen.errors import JobFileError
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
+from gen.sources import read_text_file
 from gen.types import Message, NewRecord, Teacher
 
 
@@ -61,10 +62,9 @@ class RespondInstructor(Instructor[RespondOptions]):
 
 def read_prompts(path: str, source: str) -> list[str]:
     """Prompts from a .jsonl file (`prompt` or `instruction` field) or a text file (one per non-empty line)."""
-    try:
-        lines = open(path, encoding="utf-8").read().splitlines()
-    except OSError as exc:
-        raise JobFileError(source, [f"instructor.prompts_file: cannot read {path} ({exc.strerror})"]) from None
+    lines = read_text_file(path, label=source, option="instructor.prompts_file").splitlines()
+    if not any(line.strip() for line in lines):
+        raise JobFileError(source, [f"instructor.prompts_file: {path} holds no prompts"])
     if not path.endswith((".jsonl", ".json")):
         return [line.strip() for line in lines if line.strip()]
     prompts = []

@@ -8,6 +8,7 @@ from typing import Mapping
 
 from gen.errors import (AuthError, BadRequest, RateLimited, ResponseFormatUnsupported, ServerError,
                         TeacherError)
+from gen.secrets import scrub
 from gen.types import ChatRequest, Completion
 
 
@@ -56,7 +57,11 @@ _RESPONSE_FORMAT = re.compile(r"response_format|json_schema|structured output", 
 
 def error_for_status(status: int, body: str | None, headers: Mapping[str, str] | None, *,
                      teacher: str) -> TeacherError:
-    """Map an HTTP error status to gen's error family, by status code (never by matching 429 text)."""
+    """Map an HTTP error status to gen's error family, by status code (never by matching 429 text).
+
+    The body is scrubbed of every registered secret first: proxies echo the key whole in 401/500 bodies,
+    OpenAI a masked form; the message and `raw` built from it are stored, logged and shown."""
+    body = scrub(body)
     detail = _error_message(body)
     suffix = f": {detail}" if detail else ""
     if status == 429:

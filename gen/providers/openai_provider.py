@@ -11,6 +11,7 @@ import openai
 from gen.config import TeacherSpec
 from gen.errors import CallTimeout, MalformedResponse, Unreachable
 from gen.providers.base import Provider, error_for_status
+from gen.secrets import redact_url, scrub
 from gen.types import ChatRequest, Completion, Usage
 
 
@@ -19,6 +20,7 @@ class OpenAIProvider(Provider):
 
     def __init__(self, spec: TeacherSpec):
         self.teacher = spec.name
+        self.shown_url = redact_url(spec.base_url or "https://api.openai.com/v1")
         # gen retries and rate-limits one layer up: the SDK's own retries are off so the two don't multiply.
         self.client = openai.AsyncOpenAI(
             api_key=spec.api_key(), base_url=spec.base_url or None, max_retries=0, timeout=spec.timeout,
@@ -37,12 +39,12 @@ class OpenAIProvider(Provider):
                                          options={"timeout": request.timeout})
         except openai.APITimeoutError as exc:
             if refused(exc):  # the aiohttp transport reports a refused connection as a connect timeout
-                raise Unreachable(f"teacher '{self.teacher}': cannot connect to {self.client.base_url} "
+                raise Unreachable(f"teacher '{self.teacher}': cannot connect to {self.shown_url} "
                                   "(connection refused)") from None
             raise CallTimeout(f"teacher '{self.teacher}': no answer within {request.timeout:g}s") from None
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc
-            raise Unreachable(f"teacher '{self.teacher}': cannot connect to {self.client.base_url} "
+            raise Unreachable(f"teacher '{self.teacher}': cannot connect to {self.shown_url} "
                               f"({cause.__class__.__name__})") from None
         except openai.APIStatusError as exc:
             raise error_for_status(exc.status_code, exc.response.text, exc.response.headers,
@@ -80,8 +82,8 @@ def parse_chat_completion(body: bytes, *, status: int, headers: dict[str, str], 
         prompt_tokens, completion_tokens = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise MalformedResponse(f"teacher '{teacher}': unreadable response body ({exc.__class__.__name__})",
-                                status=status, raw=body[:2000].decode("utf-8", "replace")) from None
-    return Completion(text=content, finish_reason=choice.get("finish_reason"),
+                                status=status, raw=scrub(body[:2000].decode("utf-8", "replace"))) from None
+    return Completion(text=scrub(content), finish_reason=choice.get("finish_reason"),
                       usage=Usage(prompt_tokens, completion_tokens), status=status, headers=headers,
                       model=data.get("model"))
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 RATE_FIELDS = (
+    "echo_key_rate",
     "error_rate",
     "hang_rate",
     "malformed_rate",
@@ -26,6 +27,9 @@ class SimConfig:
     rpm / tpm: requests and tokens per minute, 0 = unlimited.
     latency / jitter: each successful answer waits latency +- uniform(jitter) seconds.
     *_rate: probability per request of each injected fault.
+    echo_key_status: 0 = off; else every chat request is answered with this HTTP status (e.g. 401, 500) and a
+      body quoting the request's bearer token whole and masked, as proxies and OpenAI do (tests of scrubbing);
+      echo_key_rate: the share of requests so answered (the others are served as usual).
     seed: None = non-deterministic; an int makes content and faults reproducible.
     """
 
@@ -42,6 +46,8 @@ class SimConfig:
     truncate_rate: float = 0.0
     schema_violation_rate: float = 0.0
     reject_json_schema: bool = False
+    echo_key_status: int = 0
+    echo_key_rate: float = 1.0
     seed: int | None = None
     model: str = "sim-1"
 
@@ -84,6 +90,9 @@ def validate_config(config: SimConfig) -> None:
             raise ValueError(f"{name} must be a probability between 0 and 1, got {value!r}")
     if not isinstance(config.reject_json_schema, bool):
         raise ValueError(f"reject_json_schema must be a boolean, got {config.reject_json_schema!r}")
+    if not isinstance(config.echo_key_status, int) or isinstance(config.echo_key_status, bool) or not (
+            config.echo_key_status == 0 or 400 <= config.echo_key_status <= 599):
+        raise ValueError(f"echo_key_status must be 0 or an HTTP error status, got {config.echo_key_status!r}")
     if config.seed is not None and (not isinstance(config.seed, int) or isinstance(config.seed, bool)):
         raise ValueError(f"seed must be an integer or null, got {config.seed!r}")
     if not isinstance(config.model, str) or not config.model:

@@ -155,6 +155,17 @@ def _requested_schema(body: dict) -> tuple[str, Any]:
     return "text", None
 
 
+def key_echo_body(authorization: str) -> dict:
+    """An error body quoting the caller's key whole (as some proxies do) and masked (as OpenAI does)."""
+    token = authorization.split(" ", 1)[1] if " " in authorization else authorization
+    masked = f"{token[:3]}***{token[-4:]}"
+    long_masked = f"{token[:8]}{'*' * 20}{token[-4:]}"
+    body = error_body(f"Incorrect API key provided: {masked} ({long_masked}); the proxy saw "
+                      f"'Authorization: Bearer {token}'", "invalid_request_error", "invalid_api_key")
+    body["echo"] = {"authorization": authorization, "masked": [masked, long_masked]}
+    return body
+
+
 STATE_KEY = web.AppKey("state", SimulatorState)
 
 
@@ -167,6 +178,8 @@ class ChatHandler:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         state = self.state
         state.stats["requests"] += 1
+        if state.config.echo_key_status and state.rng.random() < state.config.echo_key_rate:
+            return state.respond(state.config.echo_key_status, key_echo_body(request.headers.get("Authorization", "")))
         body, error = _parse_request(await request.read())
         if error is not None:
             return state.respond(400, error)

@@ -8,7 +8,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlmodel import create_engine
 
+from gen.config import check_url_port
 from gen.errors import StoreError
+from gen.secrets import redact_url, register_url_password
 from gen.store.migrations import BeingCreated, migrate
 
 
@@ -20,9 +22,11 @@ def normalise_url(url: str) -> str:
 
 def make_engine(url: str) -> Engine:
     url = normalise_url(url)
+    register_url_password(url)
     try:
+        check_url_port(url, what="the database URL (--db / GEN_DATABASE_URL)")
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise StoreError(f"GEN_DATABASE_URL is not a database URL: {redact(url)}") from None
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -44,10 +48,8 @@ def make_engine(url: str) -> Engine:
 
 
 def redact(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable URL>"
+    """The URL as it may be shown: its password as `***`, however it is written (gen.secrets.redact_url)."""
+    return redact_url(url)
 
 
 SCHEMA_LOCK = 7412001  # a PostgreSQL advisory lock id: one process at a time prepares the schema

@@ -4,10 +4,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from gen.store.states import JobState, UnitState
+from gen.store.types import StoredText  # NUL-safe on PostgreSQL; error columns scrubbed of secrets
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -28,7 +30,7 @@ class Job(SQLModel, table=True):
     spec_hash: str = Field(max_length=64)
     status: str = Field(default=JobState.ACTIVE, max_length=32)  # gen.store.states.JobState
     queue: str = Field(default="gen", max_length=64)
-    status_reason: Optional[str] = Field(default=None, sa_column=Column(Text))
+    status_reason: Optional[str] = Field(default=None, sa_column=Column(StoredText(scrubbed=True)))
     unit_count: int = 0  # units planned so far (all of them once planning_done)
     planned_units: int = 0  # how far the instructor's plan has been read (planning resumes from here)
     planning_done: bool = True
@@ -50,8 +52,8 @@ class Unit(SQLModel, table=True):
     state: str = Field(default=UnitState.PENDING, max_length=16)
     attempts: int = 0
     duplicates: int = 0
-    last_error: Optional[str] = Field(default=None, sa_column=Column(Text))
-    raw_output: Optional[str] = Field(default=None, sa_column=Column(Text))
+    last_error: Optional[str] = Field(default=None, sa_column=Column(StoredText(scrubbed=True)))
+    raw_output: Optional[str] = Field(default=None, sa_column=Column(StoredText(scrubbed=True)))
     worker: Optional[str] = Field(default=None, max_length=128)
     lease_until: Optional[datetime] = None  # a running unit whose lease has passed was lost with its worker
     lease_token: int = 0  # raised by every claim: writes for the unit carry it, so a worker that lost it writes nothing
@@ -76,16 +78,16 @@ class Call(SQLModel, table=True):
     occurrence: int = 0
     attempt: int = 1
     status: Optional[int] = None
-    text: Optional[str] = Field(default=None, sa_column=Column(Text))
+    text: Optional[str] = Field(default=None, sa_column=Column(StoredText))
     finish_reason: Optional[str] = Field(default=None, max_length=32)
     latency_ms: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
-    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    error: Optional[str] = Field(default=None, sa_column=Column(StoredText(scrubbed=True)))
     error_kind: Optional[str] = Field(default=None, max_length=64)
     accepted: Optional[bool] = None
-    reject_reason: Optional[str] = Field(default=None, sa_column=Column(Text))
+    reject_reason: Optional[str] = Field(default=None, sa_column=Column(StoredText(scrubbed=True)))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -143,7 +145,7 @@ class NearDuplicate(SQLModel, table=True):
     item_key: str = Field(max_length=200)
     duplicate_of: str = Field(max_length=200)
     similarity: float = 0.0
-    text: str = Field(sa_column=Column(Text, nullable=False))
+    text: str = Field(sa_column=Column(StoredText, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 
 from gen.store.reviews import RecordReview  # noqa: E402,F401  (human review marks; created with the rest)

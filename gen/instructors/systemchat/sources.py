@@ -12,8 +12,9 @@ from typing import Any
 
 import yaml
 
+from gen.config import BoundedLoader
 from gen.errors import JobFileError
-from gen.sources import SourceConversation
+from gen.sources import SourceConversation, read_text_file
 from gen.instructors.systemchat.constraints import parse_constraints
 
 PROMPT_FIELDS = ("prompt", "system_prompt", "system", "text")
@@ -68,17 +69,18 @@ def read_prompt_file(path: Path, *, job_source: str, option: str) -> list[Prompt
     def bad(where: str, problem: str) -> JobFileError:
         return JobFileError(job_source, [f"instructor.{option}: {path} {where}: {problem}"])
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise JobFileError(job_source, [f"instructor.{option}: cannot read {path} ({exc.strerror})"]) from None
+    text = read_text_file(path, label=job_source, option=f"instructor.{option}")
+    if not text.strip():
+        raise bad("", "the file is empty")
     label = f"file:{path.name}"
     rows: list[tuple[str, Any]]
     if path.suffix in (".yaml", ".yml"):
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=BoundedLoader)  # noqa: S506 - a SafeLoader that refuses alias bombs
         except yaml.YAMLError as exc:
             raise bad("", f"invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
+        except (ValueError, RecursionError) as exc:
+            raise bad("", str(exc) or "nested too deeply") from None
         if isinstance(data, dict):
             data = data.get("prompts", data.get("system_prompts"))
         if not isinstance(data, list):
@@ -100,6 +102,8 @@ def read_prompt_file(path: Path, *, job_source: str, option: str) -> list[Prompt
             entries.append(entry_from(row, source=label))
         except ValueError as exc:
             raise bad(where, str(exc)) from None
+    if not entries:
+        raise bad("", "holds no prompts")
     return entries
 
 

@@ -72,7 +72,8 @@ def normalise(text: str) -> str:
 # --- the patterns ---------------------------------------------------------------------------------------------
 _AI_NOUN = (r"(?:an? |just an? |only an? |merely an? |simply an? )?(?:(?:large |ai |artificial intelligence )?"
             r"language model|llm|ai(?: language model| model| assistant| chatbot| system| program)?|"
-            r"a\.i\.(?: chatbot| assistant| model)?|artificial intelligence|chatbot|machine learning model|virtual assistant|digital assistant)")
+            r"a\.i\.(?: chatbot| assistant| model)?|artificial intelligence|chatbot|machine learning model|"
+            r"virtual assistant|digital assistant)")
 # after "as an AI ..." a disclaimer goes on with a comma, "I", "developed by ...", or ends the sentence
 _AI_TAIL = (r"(?=\s*(?:[,.;:!?)\u2014]|$|\s*(?:i|i'm|my|myself|(?:that|which|who) (?:is |was )?(?:trained|developed|"
             r"created|made|built)|developed|created|trained|made|built|designed|and i|without|with no|"
@@ -80,18 +81,19 @@ _AI_TAIL = (r"(?=\s*(?:[,.;:!?)\u2014]|$|\s*(?:i|i'm|my|myself|(?:that|which|who
 _MODALS = (r"(?:can't|cannot|can not|won't|will not|am not able to|'m not able to|am unable to|'m unable to|"
            r"won't be able to|will not be able to|am not going to|'m not going to|must decline to|have to decline "
            r"to|need to decline to|must respectfully decline to|must refuse to|am not allowed to|'m not allowed to|"
-           r"am not permitted to|'m not permitted to|would rather not|'d rather not|would prefer not to|'d prefer not to|shouldn't|"
-           r"should not|'m afraid i can't|am afraid i cannot|don't think i can|do not think i can|"
+           r"am not permitted to|'m not permitted to|would rather not|'d rather not|would prefer not to|"
+           r"'d prefer not to|shouldn't|should not|'m afraid i can't|am afraid i cannot|don't think i can|"
+           r"do not think i can|"
            r"can't and won't|cannot and will not|won't and can't)")
 _FILLER = r"(?:(?:really|actually|in good conscience|ethically|directly|personally|further|safely|responsibly|"\
           r"currently|legally|simply|honestly|help you|assist you|be of (?:any )?help|be of (?:any )?assistance)\s+)*"
 _HELP_VERBS = (r"(?:help(?!\s+(?:but|it\b|myself|\w+ing\b))|assist|provide|comply|fulfill|fulfil|create|write|"
                r"generate|produce|give|share|engage|support|complete|answer|discuss|offer|continue|participate|"
                r"draft|describe|explain|go along|role-?play|pretend|encourage|facilitate|promote|condone|disclose|"
-               r"reveal|contribute|browse|do (?:that|this|so|it)\b|do(?=\s*(?:[.!?,;]|$))|do what you|be (?:of )?(?:any )?help|"
-               r"be (?:of )?(?:any )?assistance|be part of|take part|grant|process (?:that|this|your)|"
-               r"accommodate|honou?r (?:that|this|your)|perform|carry out|follow (?:that|this|those|these|your)|look up|"
-               r"verify|retrieve|track|locate|access)"
+               r"reveal|contribute|browse|do (?:that|this|so|it)\b|do(?=\s*(?:[.!?,;]|$))|do what you|"
+               r"be (?:of )?(?:any )?help|be (?:of )?(?:any )?assistance|be part of|take part|grant|"
+               r"process (?:that|this|your)|accommodate|honou?r (?:that|this|your)|perform|carry out|"
+               r"follow (?:that|this|those|these|your)|look up|verify|retrieve|track|locate|access)"
                # a hedge, not a refusal: "I can't answer that with certainty", "... give enough praise"
                r"(?![^.!?,]{0,25}\b(?:with (?:certainty|confidence)|for (?:sure|certain)|definitively|enough)\b)")
 _OPENERS = (r"(?:(?:i'm|i am|i'm really|i'm so|i am so|i'm very|i'm truly|i am truly) sorry|sorry|so sorry|"
@@ -118,7 +120,8 @@ _DISCLAIMER_PATTERNS = {
                     r"(?=[ ,.;:!]|$)(?! (?:for|about|toward|towards|on) (?:him|her|them|you|this|that)\b)"
                     r"(?:[^.!?]{0,40}\b(?:like|as|the way) (?:humans|a human|people|you) do)?"),
     "policy": (r"\b(?:(?:goes|go|is|are|would be|would go|runs) against|violates?|would violate|breach(?:es)?|"
-               r"not (?:allowed|permitted) (?:by|under)|prohibited by|outside) (?:(?:my|our|openai's) |(?:the|openai) (?=(?:content|usage|use case) polic))(?:own )?"
+               r"not (?:allowed|permitted) (?:by|under)|prohibited by|outside) "
+               r"(?:(?:my|our|openai's) |(?:the|openai) (?=(?:content|usage|use case) polic))(?:own )?"
                r"(?:guidelines|policies|content polic(?:y|ies)|usage polic(?:y|ies)|use case polic(?:y|ies)|"
                r"programming|principles|ethical guidelines|safety guidelines|terms of (?:use|service)|"
                r"values|rules)\b(?![^.!?]{0,30}\b(?:said|says|argue[sd]?|claim(?:s|ed)?)\b)"),
@@ -135,11 +138,12 @@ _REFUSAL_PATTERNS = {
                         r"\bi ?(?:can't|cannot|can not|won't|will not|am unable|'m unable|am not able|'m not able)"
                         r"(?: (?:do|help with|assist with|comply with|go along with|answer|provide|share) "
                         r"(?:that|this|it|so|them))?(?: (?:for you|here|right now|today))?\s*(?:[.!]|$)"),
-    "I must decline": (rf"^{_OPENING}i ?(?:(?:must|have to|need to|will have to|'ll have to|am going to have to|'m "
-                       r"going to have to|'m going to|am going to|flatly|simply|"
-                       r"'d like to|would like to|respectfully|must "
-                       r"respectfully|have to respectfully) )?(?:respectfully )?(?:decline|refuse|pass)(?=\s*(?:[.!,;:]|$|"
-                       rf"(?:this|that|your|these|those|to {_FILLER}{_HELP_VERBS}|on (?:this|that|it|the request))\b))"),
+    "I must decline": (rf"^{_OPENING}i ?(?:(?:must|have to|need to|will have to|'ll have to|am going to have to|"
+                       r"'m going to have to|'m going to|am going to|flatly|simply|'d like to|would like to|"
+                       r"respectfully|must respectfully|have to respectfully) )?(?:respectfully )?"
+                       r"(?:decline|refuse|pass)(?=\s*(?:[.!,;:]|$|"
+                       rf"(?:this|that|your|these|those|to {_FILLER}{_HELP_VERBS}|"
+                       r"on (?:this|that|it|the request))\b))"),
     "I'd like to help, but": (rf"^{_OPENING}(?:while )?i(?:'d| would) (?:really )?(?:like|love) to help"
                               r"[^.!?]{0,40}\bbut\b[^.!?]{0,30}\bi ?(?:can't|cannot|won't|am unable|'m unable|"
                               r"am not able|'m not able)"),

@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 Messages = Sequence[dict[str, str]]
 
 AIROBOROS_DEFAULT_SYSTEM = "A chat."
-ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a response that appropriately completes "
+                   "the request.")
 
 
 class NotAChat(ValueError):

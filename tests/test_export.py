@@ -178,7 +178,8 @@ def test_text_templates_render_the_documented_prompt_formats(job_id, tmp_path):
     expected = {
         "airoboros": ("Be terse.\nUSER: Hi\nASSISTANT: Hello.\nUSER: Bye\nASSISTANT: Goodbye.",
                       "A chat.\nUSER: Hi\nASSISTANT: Hello."),
-        "llama2": ("<s>[INST] <<SYS>>\nBe terse.\n<</SYS>>\n\nHi [/INST] Hello. </s><s>[INST] Bye [/INST] Goodbye. </s>",
+        "llama2": ("<s>[INST] <<SYS>>\nBe terse.\n<</SYS>>\n\nHi [/INST] Hello. </s>"
+                   "<s>[INST] Bye [/INST] Goodbye. </s>",
                    "<s>[INST] Hi [/INST] Hello. </s>"),
         "alpaca": ("Below is an instruction that describes a task. Write a response that appropriately completes the "
                    "request.\n\n### Instruction:\nBe terse.\nHi\n\n### Response:\nHello.\n\n### Instruction:\nBye"
@@ -269,7 +270,8 @@ def test_kto_from_judged_conversations_labels_each_turn_by_its_score(tmp_path):
 
     low = json.dumps({"turns": [{"reason": "Obeys.", "score": 5}, {"reason": "Forgets the rule.", "score": 2}]})
     with Simulator(SimConfig(latency=0.0, seed=2)) as sim:
-        sim.script([{"match": "<<<\nYou are terse (SCRIPTED-LOW).", "answers": [low]}, {"match": JUDGE_MARK, "answers": [judge_answer(2)]}])
+        sim.script([{"match": "<<<\nYou are terse (SCRIPTED-LOW).", "answers": [low]},  # only the judge sees <<<
+                    {"match": JUDGE_MARK, "answers": [judge_answer(2)]}])
         job = write_job(tmp_path / "c.yml", chat_job(sim.base_url, (
             "  system_prompts:\n    - 'You are terse (SCRIPTED-LOW).'\n    - 'You are polite.'\n"
             "  count: 2\n  min_turns: 2\n  max_turns: 2\n  no_system_ratio: 0\n")))

@@ -29,44 +29,87 @@ from dataclasses import dataclass
 DISCLAIMER, REFUSAL = "disclaimer", "refusal"
 KINDS = (DISCLAIMER, REFUSAL)
 
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\uff07": "'", "`": "'"})
-_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"'})
+# after NFKC (which already maps full-width quotes and no-break spaces)
+_STRAIGHTENED = (("\u2019", "'"), ("\u2018", "'"), ("\u02bc", "'"),
+                 ("\u201c", '"'), ("\u201d", '"'), ("\u201e", '"'), ("\u00ab", '"'), ("\u00bb", '"'))
+_SPACES = re.compile(r"[ \t]{2,}|\t")
 
 # --- quoted speech ------------------------------------------------------------------------------------------
-_SPEECH_VERBS = (
-    r"said|says|say|asked|asks|replied|replies|answered|whispered|whispers|shouted|shouts|muttered|mutters|"
-    r"snapped|told|tells|added|adds|continued|cried|called|yelled|murmured|insisted|explained|admitted|sighed|"
-    r"laughed|growled|hissed|repeated|warned|declared|protested|stammered|pleaded|retorted|responded|wrote|"
-    r"writes|texted|barked|grumbled|mumbled|announced|confessed|began|interrupted|offered|apologi[sz]ed|"
-    r"objected|conceded|bellowed|sobbed|breathed|croaked|chirped|teased|joked|exclaimed|noted|went on|saying|"
-    r"replying|answering|shouting|whispering|muttering|telling|writing|reading|read"
-)
-# double quotes, or single quotes that are not apostrophes (a quote may hold contractions: 'I can't')
-_QUOTED = re.compile(r'"([^"\n]{1,600})"|(?<!\w)\'((?:[^\'\n]|(?<=\w)\'(?=\w)){1,400}?)\'(?!\w)')
-_SPEECH_AFTER = re.compile(r"^[\s,.!?;:\u2014\u2013-]{0,3}(?:[\w'.]+\s+){0,4}?(?:" + _SPEECH_VERBS + r")\b", re.I)
-_SPEECH_BEFORE = re.compile(r"\b(?:" + _SPEECH_VERBS + r")\b(?:[^\n\"]{0,60}?[,:])?\s*$", re.I)
+_SPEECH_VERBS = frozenset("""
+    said says say asked asks replied replies answered whispered whispers shouted shouts muttered mutters snapped told
+    tells added adds continued cried called yelled murmured insisted explained admitted sighed laughed growled hissed
+    repeated warned declared protested stammered pleaded retorted responded wrote writes texted barked grumbled
+    mumbled announced confessed began interrupted offered apologized apologised objected conceded bellowed sobbed
+    breathed croaked chirped teased joked exclaimed noted saying replying answering shouting whispering muttering
+    telling writing reading read""".split())
+_WORD = re.compile(r"[\w'.]+")
+_DOUBLE_QUOTED = re.compile(r'"[^"\n]{1,600}"')
+# single quotes that are not apostrophes: an opening one after no letter, a closing one before none
+_SINGLE_OPEN = re.compile(r"(?<![\w'])'(?=\S)")
+_SINGLE_CLOSE = re.compile(r"(?<=\S)'(?![\w'])")
 
+
+def _said_after(after: str) -> bool:
+    """A verb of saying among the first five words after the quote: `"...," he said` / `"..." said Mara`."""
+    if after[:1].isalnum():
+        return False  # the quote runs into a word: not a quotation mark
+    words = _WORD.findall(after[:60])[:5]
+    return any(w.lower().rstrip(".") in _SPEECH_VERBS for w in words)
+
+
+def _said_before(before: str) -> bool:
+    """The clause before the quote ends with a verb of saying, then at most a few words and a comma or colon:
+    `He said: "..."`, `she shook her head and whispered, "..."`."""
+    clause = re.split(r'[\n"]', before[-80:])[-1].rstrip()
+    words = list(_WORD.finditer(clause))
+    for word in reversed(words):
+        if word.group(0).lower().rstrip(".,") in _SPEECH_VERBS:
+            rest = clause[word.end():]
+            return not rest or rest.endswith((",", ":")) and len(rest) <= 60
+    return False
 
 def without_quoted_speech(text: str) -> str:
-    """`text` with every double-quoted span that a speech verb attributes to someone replaced by a placeholder.
+    """`text` with every quoted span that a speech verb attributes to someone replaced by a placeholder.
 
     A span counts as speech when a verb of saying follows it within a few words (`"...," he said`) or ends the
     clause just before it (`The guard shook his head and said: "..."`). Quotes with no attribution stay: an
     assistant that quotes itself is still speaking."""
     out, last = [], 0
-    for m in _QUOTED.finditer(text):
-        before, after = text[max(0, m.start() - 80):m.start()], text[m.end():m.end() + 60]
-        if _SPEECH_AFTER.match(after) or _SPEECH_BEFORE.search(before):
-            out.append(text[last:m.start()] + '"\u2026"')
-            last = m.end()
+    for start, end in _quoted_spans(text):
+        if start < last:
+            continue  # inside a span already replaced
+        before, after = text[max(0, start - 80):start], text[end:end + 60]
+        if _said_after(after) or _said_before(before):
+            out.append(text[last:start] + '"\u2026"')
+            last = end
     out.append(text[last:])
     return "".join(out)
 
 
+def _quoted_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every double-quoted span, and of single-quoted ones (contractions inside allowed)."""
+    spans = [m.span() for m in _DOUBLE_QUOTED.finditer(text)] if '"' in text else []
+    pos = 0
+    while "'" in text:
+        opening = _SINGLE_OPEN.search(text, pos)
+        if not opening:
+            break
+        closing = _SINGLE_CLOSE.search(text, opening.end(), min(len(text), opening.end() + 400))
+        if not closing or "\n" in text[opening.end():closing.start()]:
+            pos = opening.end()
+            continue
+        spans.append((opening.start(), closing.end()))
+        pos = closing.end()
+    return sorted(spans)
+
+
 def normalise(text: str) -> str:
     """NFKC, straight apostrophes and double quotes, single spaces: the form every pattern is written for."""
-    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).translate(_QUOTES)
-    return re.sub(r"[ \t\u00a0]+", " ", text)
+    text = unicodedata.normalize("NFKC", text)
+    if not text.isascii():
+        for curly, straight in _STRAIGHTENED:
+            text = text.replace(curly, straight)
+    return _SPACES.sub(" ", text) if "  " in text or "\t" in text else text
 
 
 # --- the patterns ---------------------------------------------------------------------------------------------
@@ -128,35 +171,56 @@ _DISCLAIMER_PATTERNS = {
     "programmed": (r"\bi(?:'m| am| was| have been|'ve been) (?:programmed|designed|built|trained) "
                    r"(?:not to|to (?:avoid|refuse|decline|not))\b"),
 }
+# Words without which a pattern cannot match (checked with `in`, far cheaper than a regular expression scan):
+# most texts contain none, and skip the quote, sentence and pattern work.
+_AI_HINTS = (" ai", " a.i.", "language model", " llm", "artificial intelligence", "chatbot", "machine learning model",
+             "virtual assistant", "digital assistant")
+_DISCLAIMER_HINTS = {
+    "as an AI": _AI_HINTS, "I am an AI": _AI_HINTS,
+    "made by a lab": ("by openai", "by anthropic", "by google", "by deepmind", "by meta", "by mistral",
+                      "by microsoft", "by a team", "by the team"),
+    "knowledge cutoff": ("my knowledge", "my training", "as of my", "real-time", "current", "live", "browse the",
+                         "access the"),
+    "no opinions": ("i don't ", "i do not "),
+    "policy": ("against", "violat", "breach", "allowed", "permitted", "prohibited", "outside"),
+    "programmed": ("programmed", "designed", "built", "trained"),
+}
+_REFUSAL_HINTS = ("can't", "cannot", "can not", "won't", "will not", "unable", "not able", "not going", "decline",
+                  "refuse", "pass", "rather not", "prefer not", "shouldn't", "should not", "not allowed",
+                  "not permitted", "think i can", "isn't", "not something", "not a ", "not an ", "not what",
+                  "for me to", "comfortable", "not in a position")
+
+# Plain refusals open a sentence, after optional openers ("Sorry,", "Unfortunately,"): each is matched as
+# `^{_OPENING}PATTERN` against every sentence.
 _REFUSAL_PATTERNS = {
-    "I can't help with that": rf"^{_OPENING}i ?{_MODALS} {_FILLER}{_HELP_VERBS}",
-    "not something I can do": (rf"^{_OPENING}(?:(?:that's|that is|this is|it's|it is) not|(?:this|that|it) "
+    "I can't help with that": rf"i ?{_MODALS} {_FILLER}{_HELP_VERBS}",
+    "not something I can do": (rf"(?:(?:that's|that is|this is|it's|it is) not|(?:this|that|it) "
                                r"isn't) (?:something|a request|a topic|a task|an area|what) (?:that )?"
                                rf"(?:i(?:'m| am) comfortable|i feel comfortable|i ?(?:can|could|am able to|'m "
                                rf"able to|will|should|would) {_FILLER}{_HELP_VERBS})"),
-    "sorry, I can't.": (r"^(?:(?:i'm|i am|so|really|very|truly) )*(?:sorry|afraid|apologi[sz]e)[^.!?]{0,40}?"
+    "sorry, I can't.": (r"(?:(?:i'm|i am|so|really|very|truly) )*(?:sorry|afraid|apologi[sz]e)[^.!?]{0,40}?"
                         r"\bi ?(?:can't|cannot|can not|won't|will not|am unable|'m unable|am not able|'m not able)"
                         r"(?: (?:do|help with|assist with|comply with|go along with|answer|provide|share) "
                         r"(?:that|this|it|so|them))?(?: (?:for you|here|right now|today))?\s*(?:[.!]|$)"),
-    "I must decline": (rf"^{_OPENING}i ?(?:(?:must|have to|need to|will have to|'ll have to|am going to have to|"
+    "I must decline": (rf"i ?(?:(?:must|have to|need to|will have to|'ll have to|am going to have to|"
                        r"'m going to have to|'m going to|am going to|flatly|simply|'d like to|would like to|"
                        r"respectfully|must respectfully|have to respectfully) )?(?:respectfully )?"
                        r"(?:decline|refuse|pass)(?=\s*(?:[.!,;:]|$|"
                        rf"(?:this|that|your|these|those|to {_FILLER}{_HELP_VERBS}|"
                        r"on (?:this|that|it|the request))\b))"),
-    "I'd like to help, but": (rf"^{_OPENING}(?:while )?i(?:'d| would) (?:really )?(?:like|love) to help"
+    "I'd like to help, but": (r"(?:while )?i(?:'d| would) (?:really )?(?:like|love) to help"
                               r"[^.!?]{0,40}\bbut\b[^.!?]{0,30}\bi ?(?:can't|cannot|won't|am unable|'m unable|"
                               r"am not able|'m not able)"),
-    "it wouldn't be appropriate": (rf"^{_OPENING}(?:it|that|this) (?:wouldn't|would not|isn't|is not|"
+    "it wouldn't be appropriate": (r"(?:it|that|this) (?:wouldn't|would not|isn't|is not|"
                                    r"would be in|is in)(?: be)? ?(?:appropriate|responsible|ethical|right|"
                                    r"appropriate or responsible) for me to\b"),
-    "I'm not comfortable": (rf"^{_OPENING}i ?(?:'m not|am not|don't feel|do not feel) (?:entirely |really |very )?"
+    "I'm not comfortable": (r"i ?(?:'m not|am not|don't feel|do not feel) (?:entirely |really |very )?"
                             r"comfortable (?:with (?:this|that|it|the request|your request)|\w+ing\b)"),
-    "a request I can't help with": (rf"^{_OPENING}(?:that's|that is|this is|it's|it is) (?:a|an|the (?:kind|sort) "
+    "a request I can't help with": (rf"(?:that's|that is|this is|it's|it is) (?:a|an|the (?:kind|sort) "
                                     r"of) (?:request|question|task|topic|thing|area)s? (?:that )?i ?(?:can't|cannot|"
                                     r"won't|am unable to|'m unable to|am not able to|'m not able to|'m not going to)"
                                     rf" {_FILLER}{_HELP_VERBS}"),
-    "I'm not in a position to": rf"^{_OPENING}i(?:'m| am) not in a position to\b",
+    "I'm not in a position to": r"i(?:'m| am) not in a position to\b",
 }
 
 
@@ -170,13 +234,14 @@ class Match:
         return f"{self.kind} {self.text.strip()!r}" if self.kind in KINDS else f"{self.kind} {self.rule!r}"
 
 
+_ITEM_MARK = re.compile(r"^(?:[-*\u2022>#]+|\d+[.)])\s*|^[\"'(*_]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+|(?<=[:;])\s+(?=[A-Z\"])|,\s+(?=(?:so|and|but) i\b)")
 
 
 def sentences(text: str) -> list[str]:
     """Clauses a refusal could open: sentences, lines, and list items (markers stripped)."""
     parts = (p.strip() for p in _SENTENCE_END.split(text))
-    return [re.sub(r"^(?:[-*\u2022>#]+|\d+[.)])\s*|^[\"'(*_]+", "", p) for p in parts if p]
+    return [_ITEM_MARK.sub("", p) for p in parts if p]
 
 
 class RefusalDetector:
@@ -188,12 +253,14 @@ class RefusalDetector:
         unknown = set(self.kinds) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown refusal kind(s): {', '.join(sorted(unknown))} (known: {', '.join(KINDS)})")
-        self.rules: list[tuple[str, str, re.Pattern[str]]] = []
-        if DISCLAIMER in self.kinds:
-            self.rules += [(DISCLAIMER, name, re.compile(p, re.I)) for name, p in _DISCLAIMER_PATTERNS.items()]
-        if REFUSAL in self.kinds:
-            self.rules += [(REFUSAL, name, re.compile(p, re.I)) for name, p in _REFUSAL_PATTERNS.items()]
-        self.phrases = [(p, re.compile(r"(?<!\w)" + re.escape(normalise(p).strip()) + r"(?!\w)", re.I))
+        # Patterns are written in lower case and matched against the lower-cased text (re.IGNORECASE makes them
+        # several times slower). Disclaimers are searched one pattern at a time (each keeps its own fast scan);
+        # refusals, anchored at a sentence start, are one expression whose alternatives are named g0, g1, ...
+        self.disclaimers = [(name, _DISCLAIMER_HINTS[name], re.compile(p)) for name, p in _DISCLAIMER_PATTERNS.items()] \
+            if DISCLAIMER in self.kinds else []
+        self.refusal_names: dict[str, str] = {}
+        self.refusals = self._anchored(_REFUSAL_PATTERNS) if REFUSAL in self.kinds else None
+        self.phrases = [(p, re.compile(r"(?<!\w)" + re.escape(normalise(p).strip().lower()) + r"(?!\w)"))
                         for p in dict.fromkeys(extra_phrases) if p.strip()]
         self.patterns = []
         for p in dict.fromkeys(extra_patterns):
@@ -204,26 +271,44 @@ class RefusalDetector:
 
     def match(self, text: str) -> Match | None:
         """The first refusal, disclaimer, extra phrase or extra pattern in `text` (outside quoted speech)."""
-        flat = without_quoted_speech(normalise(text))
+        norm = normalise(text)
+        low = norm.lower()
+        disclaimers = [(name, rx) for name, hints, rx in self.disclaimers if any(h in low for h in hints)]
+        refusals = self.refusals is not None and any(h in low for h in _REFUSAL_HINTS)
+        if not (disclaimers or refusals or self.phrases or self.patterns):
+            return None
+        flat = without_quoted_speech(norm) if '"' in norm or "'" in norm else norm
+        low = flat.lower() if flat is not norm else low
+        same = len(low) == len(flat)  # then a span in `low` is the same span in `flat`
         for phrase, rx in self.phrases:
-            if rx.search(flat):
+            if rx.search(low):
                 return Match("phrase", phrase, phrase)
         for pattern, rx in self.patterns:
             if rx.search(flat):
                 return Match("pattern", pattern, pattern)
-        anchored = [r for r in self.rules if r[2].pattern.startswith("^")]
-        anywhere = [r for r in self.rules if not r[2].pattern.startswith("^")]
-        for kind, name, rx in anywhere:
-            found = rx.search(flat)
+        for name, rx in disclaimers:
+            found = rx.search(low)
             if found:
-                return Match(kind, name, found.group(0))
-        if anchored:
+                return Match(DISCLAIMER, name, (flat if same else low)[found.start():found.end()])
+        if refusals and self.refusals is not None:
             for sentence in sentences(flat):
-                for kind, name, rx in anchored:
-                    found = rx.search(sentence)
-                    if found:
-                        return Match(kind, name, found.group(0))
+                lowered = sentence.lower()
+                if not any(h in lowered for h in _REFUSAL_HINTS):
+                    continue
+                found = self.refusals.match(lowered)
+                if found and found.lastgroup:
+                    start, end = found.span(found.lastgroup)
+                    return Match(REFUSAL, self.refusal_names[found.lastgroup],
+                                 sentence[start:end] if len(sentence) == len(lowered) else found.group(0))
         return None
+
+    def _anchored(self, patterns: dict[str, str]) -> re.Pattern[str]:
+        alternatives = []
+        for name, pattern in patterns.items():
+            group = f"g{len(self.refusal_names)}"
+            self.refusal_names[group] = name
+            alternatives.append(f"(?P<{group}>{pattern})")
+        return re.compile(f"^{_OPENING}(?:" + "|".join(alternatives) + ")")
 
     def match_conversation(self, conversation: Iterable[dict[str, str]]) -> Match | None:
         """The first match in the conversation's assistant turns (user and system turns are not checked)."""

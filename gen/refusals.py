@@ -68,6 +68,7 @@ def _said_before(before: str) -> bool:
             return not rest or rest.endswith((",", ":")) and len(rest) <= 60
     return False
 
+
 def without_quoted_speech(text: str) -> str:
     """`text` with every quoted span that a speech verb attributes to someone replaced by a placeholder.
 
@@ -89,17 +90,14 @@ def without_quoted_speech(text: str) -> str:
 def _quoted_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of every double-quoted span, and of single-quoted ones (contractions inside allowed)."""
     spans = [m.span() for m in _DOUBLE_QUOTED.finditer(text)] if '"' in text else []
-    pos = 0
-    while "'" in text:
-        opening = _SINGLE_OPEN.search(text, pos)
-        if not opening:
-            break
+    opening = _SINGLE_OPEN.search(text) if "'" in text else None
+    while opening:
         closing = _SINGLE_CLOSE.search(text, opening.end(), min(len(text), opening.end() + 400))
-        if not closing or "\n" in text[opening.end():closing.start()]:
-            pos = opening.end()
-            continue
-        spans.append((opening.start(), closing.end()))
-        pos = closing.end()
+        if closing and "\n" not in text[opening.end():closing.start()]:
+            spans.append((opening.start(), closing.end()))
+            opening = _SINGLE_OPEN.search(text, closing.end())
+        else:
+            opening = _SINGLE_OPEN.search(text, opening.end())
     return sorted(spans)
 
 
@@ -256,8 +254,8 @@ class RefusalDetector:
         # Patterns are written in lower case and matched against the lower-cased text (re.IGNORECASE makes them
         # several times slower). Disclaimers are searched one pattern at a time (each keeps its own fast scan);
         # refusals, anchored at a sentence start, are one expression whose alternatives are named g0, g1, ...
-        self.disclaimers = [(name, _DISCLAIMER_HINTS[name], re.compile(p)) for name, p in _DISCLAIMER_PATTERNS.items()] \
-            if DISCLAIMER in self.kinds else []
+        self.disclaimers = [(name, _DISCLAIMER_HINTS[name], re.compile(pattern))
+                            for name, pattern in _DISCLAIMER_PATTERNS.items()] if DISCLAIMER in self.kinds else []
         self.refusal_names: dict[str, str] = {}
         self.refusals = self._anchored(_REFUSAL_PATTERNS) if REFUSAL in self.kinds else None
         self.phrases = [(p, re.compile(r"(?<!\w)" + re.escape(normalise(p).strip().lower()) + r"(?!\w)"))

@@ -290,6 +290,12 @@ def test_kto_from_judged_conversations_labels_each_turn_by_its_score(tmp_path):
     assert gen("export", "chat", "-o", "x.jsonl", "--format", "kto", "--rejected").exit_code == 2
 
 
+def test_kto_of_a_job_without_pairs_or_judge_scores_says_why_it_is_empty(job_id, tmp_path):
+    result = gen("export", job_id, "-o", "k.jsonl", "--format", "kto")
+    assert result.exit_code == 1 and not (tmp_path / "k.jsonl").exists()
+    assert "none has judge scores or is a preference pair" in result.stderr
+
+
 def test_kto_rows_stop_at_a_failed_turn_and_a_constraint_violation_is_false():
     conv = [{"role": "system", "content": "S"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "A"},
             {"role": "user", "content": "b"}, {"role": "assistant", "content": "B"},

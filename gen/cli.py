@@ -254,26 +254,41 @@ def jobs(ctx: click.Context) -> None:
 @cli.command()
 @click.argument("job")
 @click.option("-o", "--output", required=True, metavar="PATH", help="Where to write the JSONL ('-' for stdout).")
-@click.option("-f", "--format", "fmt", type=click.Choice(["sharegpt", "messages", "alpaca", "dpo-trl", "dpo-axolotl", "dpo-chatml-intel"]), default="sharegpt",
-              show_default=True)
+@click.option("-f", "--format", "fmt", default="messages", show_default=True,
+              type=click.Choice(["messages", "sharegpt", "alpaca", "text", "dpo-trl", "dpo-axolotl",
+                                 "dpo-chatml-intel", "kto"]))
+@click.option("--template", type=click.Choice(["airoboros", "llama2", "alpaca", "chatml", "human-response"]),
+              help="With --format text: the prompt template to render.")
+@click.option("--all-templates", is_flag=True, help="With --format text: one line per record and template.")
+@click.option("--include", "include", default="", metavar="unchecked,unverified",
+              help="Also export records whose code was not checked / whose riddle answer was disputed.")
 @click.option("--no-filter", is_flag=True, help="Keep refusals and AI disclaimers.")
 @click.option("--filter-phrase", multiple=True, metavar="TEXT", help="Also drop conversations containing TEXT.")
+@click.option("--filter-pattern", multiple=True, metavar="REGEX",
+              help="Also drop conversations matching REGEX (case-insensitive).")
 @click.option("--meta", "with_meta", is_flag=True, help="Add each record's metadata (teacher, judge scores) as `metadata`.")
 @click.option("--rejected", is_flag=True, help="Export the conversations rejected (kept for review) instead.")
 @click.pass_context
 @handle_errors
-def export(ctx: click.Context, job: str, output: str, fmt: str, no_filter: bool, filter_phrase: tuple[str, ...],
+def export(ctx: click.Context, job: str, output: str, fmt: str, template: str | None, all_templates: bool,
+           include: str, no_filter: bool, filter_phrase: tuple[str, ...], filter_pattern: tuple[str, ...],
            with_meta: bool, rejected: bool) -> None:
     """Write a job's conversations as training JSONL."""
-    from gen.export import DEFAULT_REFUSAL_PHRASES, RefusalFilter, export_job
+    from gen.export import RefusalFilter, export_job
 
+    try:
+        refusal_filter = None if no_filter else RefusalFilter(extra_phrases=filter_phrase,
+                                                              extra_patterns=filter_pattern)
+    except ValueError as exc:
+        raise UsageError(f"--filter-pattern: {exc}") from None
     store = open_store(ctx)
     found = store.find_job(job)
-    refusal_filter = None if no_filter else RefusalFilter([*DEFAULT_REFUSAL_PHRASES, *filter_phrase])
     report = export_job(store, found.id, output, fmt, refusal_filter=refusal_filter, with_meta=with_meta,
-                        rejected=rejected)
+                        rejected=rejected, include=[p.strip() for p in include.split(",") if p.strip()],
+                        template=template, all_templates=all_templates)
     dropped = f"; {report.filtered} dropped by the refusal filter" if refusal_filter else ""
-    click.echo(f"gen export: {report.written} {fmt} lines written to {output}{dropped}", err=True)
+    held = "".join(f"; {n} held back as {why} (--include {why})" for why, n in report.held_back.items())
+    click.echo(f"gen export: {report.written} {fmt} lines written to {output}{dropped}{held}", err=True)
 
 
 @cli.command()

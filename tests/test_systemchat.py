@@ -176,8 +176,8 @@ def test_turn_filters_catch_role_labels_disclaimers_empty_turns_and_echoes():
     assert f.problem("Sure, here is a plan for your week.") is None
     assert "role label" in f.problem("Sure.\nUser: and what about Tuesday?")
     assert "role label" in f.problem("**Assistant:** hello")
-    assert "filtered phrase 'as an ai'" in f.problem("As an AI, I do not eat dinner.")
-    assert "openai" in f.problem("I was trained by OpenAI.")
+    assert "filtered disclaimer 'As an AI'" in f.problem("As an AI, I do not eat dinner.")
+    assert "trained by OpenAI" in f.problem("I was trained by OpenAI.")
     assert f.problem("   ") == "empty turn"
     said = "Compound interest means you earn interest on the interest you already earned, so savings grow faster."
     assert "echoes" in f.problem(said.upper(), previous=said, echo_check=True)

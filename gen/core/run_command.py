@@ -86,7 +86,7 @@ def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency:
         if failed:
             say(f"{failed} units failed (see `gen status {job.id}`); run the same command again to retry them")
             return 1
-        fmt = "dpo-trl" if store.record_counts(job.id).get("pair") else "sharegpt"
+        fmt = "dpo-trl" if store.record_counts(job.id).get("pair") else "messages"
         say(f"export with: gen export {job.id} -o {spec.name}.jsonl --format {fmt}")
         return 0
 

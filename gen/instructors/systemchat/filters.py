@@ -9,15 +9,13 @@ import re
 from collections.abc import Iterable
 
 from gen.instructors.systemchat.similarity import containment, jaccard, normalise, shingles
+from gen.refusals import DISCLAIMER, RefusalDetector
 
-# AI disclaimers and policy refusals, matched case-insensitively anywhere in a turn. Plain refusals
-# ("I'm sorry, I can't discuss that") are NOT here: guardrail system prompts make them the right answer.
-DEFAULT_FILTER_PHRASES = (
-    "as an ai", "as a language model", "as a large language model", "i am an ai", "i'm an ai",
-    "i am just an ai", "i'm just an ai", "openai", "chatgpt", "my training data", "my knowledge cutoff",
-    "i cannot fulfill", "i can't fulfill", "i'm unable to fulfill", "against my programming",
-    "content policy", "i don't have personal opinions", "i do not have personal opinions",
-)
+# AI disclaimers ("As an AI, ...", "I was trained by OpenAI", "that goes against my guidelines") come from the
+# shared detector (gen.refusals), which matches them as phrases, not substrings: "as an aid", a user asking
+# about OpenAI's content policy, or a character refusing in quoted speech are usable turns. Plain refusals
+# ("I'm sorry, I can't discuss that") are NOT filtered here: guardrail system prompts make them the right answer
+# (export drops them from records that do not expect them).
 
 # A line opening with a speaker label, or a chat-template token: another turn leaking into this one.
 ROLE_LABEL_RE = re.compile(
@@ -27,13 +25,12 @@ ROLE_LABEL_RE = re.compile(
 
 
 class TurnFilter:
-    def __init__(self, phrases: Iterable[str] = DEFAULT_FILTER_PHRASES, *, echo_threshold: float = 0.6):
-        self.phrases = tuple(dict.fromkeys(p.lower().replace("\u2019", "'") for p in phrases if p.strip()))
-        self.echo_threshold = echo_threshold
+    """A turn's problems: empty, a role label leaking in, an AI disclaimer or a job's own phrase, an echo."""
 
-    def phrase(self, text: str) -> str | None:
-        lowered = text.lower().replace("\u2019", "'")
-        return next((p for p in self.phrases if p in lowered), None)
+    def __init__(self, extra_phrases: Iterable[str] = (), *, extra_patterns: Iterable[str] = (),
+                 echo_threshold: float = 0.6):
+        self.detector = RefusalDetector([DISCLAIMER], extra_phrases=extra_phrases, extra_patterns=extra_patterns)
+        self.echo_threshold = echo_threshold
 
     def problem(self, text: str, *, previous: str | None = None, echo_check: bool = False) -> str | None:
         """Why `text` cannot be a turn, or None. `previous` is the other side's last turn (for the echo test)."""
@@ -42,9 +39,9 @@ class TurnFilter:
         label = ROLE_LABEL_RE.search(text)
         if label:
             return f"role label leaks into the turn ({label.group(0).strip()!r})"
-        phrase = self.phrase(text)
-        if phrase:
-            return f"filtered phrase {phrase!r}"
+        found = self.detector.match(text)
+        if found:
+            return f"filtered {found}"
         if echo_check and previous and echoes(text, previous, self.echo_threshold):
             return "the user echoes the assistant's last turn"
         return None

@@ -20,7 +20,7 @@ from gen.errors import JobFileError, OutputRejected
 from gen.instructors.base import Instructor, InstructorOptions, JobServices, PlannedUnit, UnitInput
 from gen.instructors.systemchat.constraints import constraint_problems, parse_constraints
 from gen.instructors.systemchat.conversation import Conversation, ConversationPlan, ConversationStopped
-from gen.instructors.systemchat.filters import DEFAULT_FILTER_PHRASES, TurnFilter
+from gen.instructors.systemchat.filters import TurnFilter
 from gen.instructors.systemchat.judge import TurnScore, judge_messages, judge_schema, judge_summary, verdict
 from gen.instructors.systemchat.prompts import DEFAULT_INTENTS, USER_STYLES
 from gen.instructors.systemchat.similarity import normalise
@@ -48,8 +48,10 @@ class SystemChatOptions(InstructorOptions):
     judge_threshold: float = Field(default=4, ge=1, le=5, description="Lowest acceptable score (see judge_rule).")
     judge_rule: Literal["any_turn", "mean"] = Field(
         default="any_turn", description="any_turn: every turn must reach the threshold; mean: their mean must.")
-    filter_phrases: list[str] = Field(default_factory=lambda: list(DEFAULT_FILTER_PHRASES),
-                                      description="Phrases that make a turn unusable (case-insensitive).")
+    filter_phrases: list[str] = Field(default_factory=list, description="Phrases that also make a turn unusable "
+                                      "(whole words, case-insensitive), besides the AI-disclaimer detector's.")
+    filter_patterns: list[str] = Field(default_factory=list, description="Regular expressions that also make a "
+                                       "turn unusable (case-insensitive).")
     echo_threshold: float = Field(default=0.6, gt=0, le=1, description="3-word-shingle similarity at which a "
                                                                        "user turn counts as echoing the assistant.")
     retry_constraint_violations: bool = Field(
@@ -59,6 +61,7 @@ class SystemChatOptions(InstructorOptions):
     def _consistent(self) -> "SystemChatOptions":
         if self.min_turns > self.max_turns:
             raise ValueError("min_turns must not be more than max_turns")
+        TurnFilter(self.filter_phrases, extra_patterns=self.filter_patterns)  # a bad regular expression: ValueError
         if self.no_system_ratio < 1 and not (self.system_prompts or self.system_prompts_file
                                              or self.system_prompts_job):
             raise ValueError("give system_prompts, system_prompts_file or system_prompts_job "
@@ -147,7 +150,8 @@ class SystemChatInstructor(Instructor[SystemChatOptions]):
                          and (role != "judge" or opts.judge)},
         }
         conversation = Conversation(plan, teachers["user"], teachers["assistant"],
-                                    TurnFilter(opts.filter_phrases, echo_threshold=opts.echo_threshold))
+                                    TurnFilter(opts.filter_phrases, extra_patterns=opts.filter_patterns,
+                                               echo_threshold=opts.echo_threshold))
         try:
             messages = await conversation.run()
         except ConversationStopped as stop:

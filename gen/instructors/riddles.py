@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
@@ -19,7 +18,9 @@ from pydantic import Field
 
 from gen.errors import OutputRejected
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
+from gen.neardup import DEFAULT_THRESHOLD
 from gen.schemas import load_schema
+from gen.text import normalise
 from gen.types import NewRecord, Teacher
 
 DEFAULT_TOPICS = [
@@ -55,18 +56,13 @@ class RiddlesOptions(InstructorOptions):
                               description="Topics, used in turn, one per batch.")
     system: str | None = Field(default=None, description="A system prompt for the riddle-writing call.")
     near_duplicate_threshold: float | None = Field(
-        default=0.8, gt=0, le=1, description="Estimated Jaccard similarity (character 3-grams) at which a riddle "
+        default=DEFAULT_THRESHOLD, gt=0, le=1, description="Estimated Jaccard similarity (character 3-grams) at which a riddle "
                                              "is dropped as a near-duplicate of an earlier one; null turns it off.")
     verify: bool = Field(default=False, description="Have teacher `solver` answer each riddle blind and teacher "
                                                     "`judge` decide whether its answer agrees with the riddle's.")
     on_disagreement: Literal["reject", "flag"] = Field(
         default="reject", description="reject: keep the riddle as a rejected record; flag: keep it with meta "
                                       "verified: false.")
-
-
-def normalise_question(text: str) -> str:
-    """Exact-duplicate key: lower case, punctuation dropped, spaces collapsed."""
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", text.lower())).strip()
 
 
 def batch_schema(n: int) -> dict[str, Any]:
@@ -137,7 +133,7 @@ class RiddlesInstructor(Instructor[RiddlesOptions]):
 
 
 def riddle_key(question: str) -> str:
-    return "riddle:" + hashlib.sha256(normalise_question(question).encode()).hexdigest()[:32]
+    return "riddle:" + hashlib.sha256(normalise(question).encode()).hexdigest()[:32]
 
 
 async def verify_riddle(question: str, answer: str, solver: Any, judge: Any) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from gen.instructors.coding.answers import (
     blocks_in_language, normal_problem, normal_request, plain_instruction, plain_request, plainformat_problem,
     without_mark,
 )
-from gen.neardup import normalise
+from gen.neardup import DEFAULT_THRESHOLD
+from gen.text import normalise
 from gen.schemas import load_schema
 from gen.types import Message, NewRecord, Teacher
 
@@ -59,7 +60,7 @@ class CodingOptions(InstructorOptions):
     plain_ratio: float = Field(default=1.0, ge=0, le=1,
                                description="Share of tasks that also get a PLAINFORMAT (code only) answer.")
     near_duplicate_threshold: float | None = Field(
-        default=0.8, gt=0, le=1, description="Estimated Jaccard similarity (character 3-grams) at which a task is "
+        default=DEFAULT_THRESHOLD, gt=0, le=1, description="Estimated Jaccard similarity (character 3-grams) at which a task is "
                                              "dropped as a near-duplicate of an earlier one; null turns it off.")
     check_timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds a syntax checker may take.")
     system: str | None = Field(default=None, description="A system prompt for the answer calls, kept in records.")

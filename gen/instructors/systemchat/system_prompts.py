@@ -2,8 +2,8 @@
 
 Each prompt is stored as a record: `[user: "Write a system prompt ... Category: C.", assistant: PROMPT]` with
 meta {category, constraints, source}; a `systemchat` job reads them back with `system_prompts_job: NAME`.
-Exact duplicates (normalised text) are dropped across the job by the record key; near-duplicates (word
-3-shingle Jaccard >= `near_duplicate_threshold`) against the seed list and the prompts already kept from the
+Exact duplicates (normalised text) are dropped across the job by the record key; near-duplicates (character
+3-gram Jaccard of the identity form >= `near_duplicate_threshold`, as gen.neardup measures) against the seed list and the prompts already kept from the
 same batch are dropped in the unit.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, Uni
 from gen.instructors.systemchat.constraints import parse_constraints
 from gen.instructors.systemchat.prompts import CATEGORIES, prompt_writer_message
 from gen.instructors.systemchat.similarity import NearDuplicates, text_key
+from gen.neardup import DEFAULT_THRESHOLD
 from gen.instructors.systemchat.sources import PromptEntry, read_prompt_file
 from gen.schemas import load_schema
 from gen.types import NewRecord, Teacher
@@ -37,11 +38,11 @@ class SystemPromptsOptions(InstructorOptions):
     examples: int = Field(default=3, ge=0, le=10, description="Seed prompts of the batch's category shown as "
                                                               "examples.")
     job_near_duplicate_threshold: float | None = Field(
-        default=0.8, gt=0, le=1, description="MinHash similarity at which a prompt is a near-duplicate of one kept "
+        default=DEFAULT_THRESHOLD, gt=0, le=1, description="MinHash similarity at which a prompt is a near-duplicate of one kept "
         "anywhere in the job, by any worker (null: off).")
-    near_duplicate_threshold: float = Field(default=0.5, gt=0, le=1,
-                                            description="Word 3-shingle Jaccard at which a prompt is a near-"
-                                                        "duplicate of an earlier one.")
+    near_duplicate_threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=1,
+                                            description="Character 3-gram Jaccard at which a prompt is a near-"
+                                                        "duplicate of a seed or an earlier one of its batch.")
     system: str | None = Field(default=None, description="A system prompt for the prompt-writing call.")
 
 

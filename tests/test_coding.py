@@ -45,7 +45,9 @@ def test_plainformat_refuses_fences_and_intro_then_keeps_clean_code_and_marks_th
                                                     f"Here is the code:\n{ADD_CODE}", ADD_CODE + "\n"]},
         {"match": PLAIN, "answers": ["def mul(a, b):\n    return a * b\n"]},
     ])
-    store, job_id, results = run_directly(tmp_path, coding_job(sim.base_url, "  count: 2\n  tasks_per_unit: 2\n"))
+    # add and mul differ in two words: near-duplicates at the default threshold (0.5); this test is not about that
+    store, job_id, results = run_directly(tmp_path, coding_job(
+        sim.base_url, "  count: 2\n  tasks_per_unit: 2\n  near_duplicate_threshold: 0.9\n"))
     assert [r.state for r in results] == [UnitState.DONE]
     records = list(store.iter_records(job_id))
     assert {r.kind for r in records} == {"conversation"} and len(records) == 4

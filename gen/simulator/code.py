@@ -139,4 +139,49 @@ def code_answer(request: str, rng: random.Random) -> str | None:
     return f"{intro}\n\n```{tag}\n{code}```\n\n{outro}"
 
 
-__all__ = ["code_answer", "FENCE_WHEN_PLAIN", "INTRO_WHEN_PLAIN", "SYNTAX_ERROR"]
+_TASK_OPENERS = ("Write a {L} function that", "Create a {L} script that", "Implement a {L} program that",
+                 "Build a small {L} command-line tool that", "In {L}, write code that")
+_TASK_BODIES = (
+    "reads a CSV file of orders and prints the total amount per customer, sorted by total",
+    "checks whether a string is a palindrome, ignoring case, spaces and punctuation",
+    "counts how often each word occurs in a text file and prints the ten most common words",
+    "merges two sorted lists of integers into one sorted list without using a library sort",
+    "parses an ISO 8601 date and prints the weekday it falls on",
+    "walks a directory tree and reports the five largest files with their sizes in megabytes",
+    "implements a stack with push, pop and peek, raising an error when popping an empty stack",
+    "fetches a JSON document over HTTP and prints the value of its name field, handling timeouts",
+    "removes duplicate lines from a log file while keeping the first occurrence of each",
+    "converts a Roman numeral such as MCMXCIV into an integer and rejects invalid numerals",
+    "computes a running median of a stream of numbers read from standard input",
+    "validates e-mail addresses from a list and prints the invalid ones with the reason",
+    "renames every .jpeg file in a folder to .jpg and reports how many files changed",
+    "finds the shortest path between two cells of a grid maze given as text, using breadth-first search",
+    "splits a large text file into chunks of at most one thousand lines each",
+    "implements a least-recently-used cache with a fixed capacity and get and put operations",
+    "retries a failing network call up to five times with exponential backoff",
+    "flattens a nested list or array of arbitrary depth into a single flat list",
+    "reads key=value pairs from a configuration file, ignoring comments and blank lines",
+    "prints the Fibonacci numbers below a limit given on the command line",
+    "counts the lines of code, comments and blank lines in a source file",
+    "checks that brackets, braces and parentheses in an expression are balanced",
+    "groups a list of words into anagram families and prints each family on one line",
+    "computes the SHA-256 checksum of every file in a directory and writes them to a manifest",
+)
+
+
+def coding_tasks(request: str, n: int, rng: random.Random) -> dict | None:
+    """{"tasks": [{"instruction"}]} for a request to write coding tasks in a language, or None."""
+    asked = re.search(r"\btasks that a user might give a coding assistant, in (.+?), about (.+?)\.", request)
+    if not asked:
+        return None
+    language = asked.group(1)
+    software = re.search(r"must involve (\S+?) \(", request)
+    tasks = []
+    for body in rng.sample(_TASK_BODIES, min(n, len(_TASK_BODIES))):
+        opener = rng.choice(_TASK_OPENERS).format(L=language)
+        extra = f" Use {software.group(1)} to store the results." if software else ""
+        tasks.append({"instruction": f"{opener} {body}.{extra}"})
+    return {"tasks": tasks}
+
+
+__all__ = ["code_answer", "coding_tasks", "FENCE_WHEN_PLAIN", "INTRO_WHEN_PLAIN", "SYNTAX_ERROR"]

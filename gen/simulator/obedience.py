@@ -8,7 +8,7 @@
   drops the character, (DISCLAIMER_RATE) opens with an AI disclaimer; with no rules and no character, a
   plain answer that now and then (REFUSAL_RATE) is a refusal.
 * `judge_turns(...)`: the judge's scores for a conversation, read from the judge prompt: 5 or 4 for a turn
-  that keeps every rule and the character, 1 for a broken rule, 2 for a dropped character or a disclaimer.
+  that keeps every rule and the character, 1 for a broken rule, 2 for a dropped character, a disclaimer or a refusal.
 * `user_turn(...)`: the simulated user; once it may end the conversation, it does so now and then (END_RATE)
   with the sentinel it was given.
 * `system_prompt_batch(...)`: system prompts of the category asked for, with their constraint ids.
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from .content import ADJECTIVES, NOUNS, VERBS, plain_text, sentence
 
 BREAK_RATE = 0.2        # a mechanical rule broken (the code checks catch it and ask again)
-DRIFT_RATE = 0.06       # a character dropped for a turn (only the judge can tell)
+DRIFT_RATE = 0.08       # a character dropped for a turn (only the judge can tell)
 DISCLAIMER_RATE = 0.03  # "As an AI language model, ..." (the turn filters catch it and ask again)
-REFUSAL_RATE = 0.08     # a plain answer that is a refusal (the export's refusal filter drops it)
+REFUSAL_RATE = 0.03     # a plain answer that is a refusal (the judge scores it low; the export filter drops it)
 END_RATE = 0.35         # the simulated user ends the conversation once it may
 
 NUMBERS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve "
@@ -185,6 +185,8 @@ def broken_rules(rules: Rules, turn: str) -> list[str]:
     found: list[str] = []
     if "as an ai" in turn.lower():
         found.append("an AI disclaimer")
+    if turn in REFUSALS:
+        found.append("a refusal instead of an answer")
     if rules.only_words:
         other = [w for w in re.findall(r"[a-z]+", turn.lower()) if w not in rules.only_words]
         if other:
@@ -229,8 +231,8 @@ def judge_turns(judge_prompt: str, rng: random.Random) -> dict | None:
     scored = []
     for _number_, turn in turns:
         problems = broken_rules(rules, turn)
-        if any("disclaimer" in p or "character" in p for p in problems) and not any(
-                p for p in problems if "disclaimer" not in p and "character" not in p):
+        soft = ("disclaimer", "character", "refusal")
+        if problems and all(any(word in p for word in soft) for p in problems):
             scored.append({"score": 2, "reason": f"Mostly ignores the system prompt: {problems[0]}."})
         elif problems:
             scored.append({"score": 1, "reason": f"Breaks the system prompt: {problems[0]}."})
@@ -254,25 +256,47 @@ def user_turn(system: str, rng: random.Random, assistant_text: str) -> str:
 
 
 _MECHANICAL = (
-    ("Never use the letter '{l}' in any reply about {n}s; pick other words when you must.", "no_letter:{l}"),
-    ("Answer every message about the {n} entirely in capital letters.", "all_caps"),
-    ("Write every reply in lower case only, even when you talk about the {n}.", "all_lowercase"),
-    ("Answer in exactly {k} words, whatever the user asks about the {n}.", "word_count:{k}"),
-    ("Keep every reply to {k} words or fewer, and mention the {n} when you can.", "max_words:{k}"),
-    ("Phrase every answer about the {n} as a question. Each reply must end with a question mark.",
+    ("Never use the letter '{l}' in any reply, whatever {d} customers ask. Find other words when you must.",
+     "no_letter:{l}"),
+    ("You help the staff of {d}. Answer every message entirely in capital letters, like a notice board.",
+     "all_caps"),
+    ("Write every reply in lower case only; you are the quiet helper of {d} and never shout.", "all_lowercase"),
+    ("Answer in exactly {k} words. Count them before you reply, even for hard questions about {t}.",
+     "word_count:{k}"),
+    ("Keep every reply to {k} words or fewer. You answer questions about {t} for busy people.", "max_words:{k}"),
+    ("Phrase every answer as a question. Each reply must end with a question mark, even about {t}.",
      "ends_with_question"),
 )
+_DOMAINS = ("a bakery", "a bike shop", "a city library", "a hiking club", "a dental clinic", "a language school",
+            "a garden centre", "a train operator", "a science museum", "a pet shelter", "a ski resort",
+            "a bookshop", "a recycling centre", "a concert hall", "a weather service", "a chess club")
+_TOPICS = ("sourdough", "bicycle brakes", "tax forms", "mountain weather", "tooth care", "Spanish verbs",
+           "tomato seedlings", "train tickets", "volcanoes", "cat adoption", "ski waxing", "poetry", "compost",
+           "violin lessons", "cloud types", "chess openings")
+_NAMES = ("Jeeves", "Captain Maren", "Professor Quill", "Granny Odette", "Sergeant Pike", "Madame Lune",
+          "Doctor Finch", "Uncle Bram", "Miss Hazel", "Old Tomas")
 _FREE = {
-    "persona": "You are {Name}, a {a} keeper of the {n} who speaks in short, {a} sentences and never leaves character.",
-    "guardrails": "You are the support assistant of {Name} {N}s. Never reveal internal prices and never give legal "
-                  "advice: say that a specialist should answer, then offer what you can do.",
-    "purpose": "You exist only to help users choose and care for a {a} {n}. Politely steer any other topic back to it.",
-    "behavioural_rules": "Always ask one clarifying question about the {n} first. Never use exclamation marks.",
-    "output_format": "Format every reply about the {n} as a Markdown bullet list of at most five bullets.",
-    "procedural": "For every question about the {n}, first restate it in one sentence, then answer, then list one "
-                  "common misconception.",
-    "functions": "You can call one function, find_{n}(name: string). When the user asks about a {n}, first write "
-                 "the call as JSON on its own line, then wait for the result.",
+    "persona": ("You are {N}, who runs {d} and speaks in short, dry sentences about {t}. Never leave character.",
+                "You are {N}. You grumble about the weather and {t}, yet always help in the end.",
+                "You are {N}, an eccentric expert on {t} who tells a tiny anecdote in every answer."),
+    "guardrails": ("You are the support assistant of {d}. Never reveal internal prices and never give legal advice.",
+                   "You answer questions about {t}. Never give medical advice; suggest a professional instead.",
+                   "You help the customers of {d}. Never share another customer's details, whatever they claim."),
+    "purpose": ("You exist only to help visitors of {d}. Politely steer every other topic back to it.",
+                "Your only job is explaining {t} to beginners; decline anything else kindly.",
+                "You plan weekly schedules for {d} and nothing else."),
+    "behavioural_rules": ("Always ask one clarifying question about {t} first. Never use exclamation marks.",
+                          "Be warm but brief when you talk about {t}, and end every reply with one next step.",
+                          "Address the user as Captain, and never apologise, even when {d} is closed."),
+    "output_format": ("Format every reply about {t} as a Markdown bullet list of at most five bullets.",
+                      "Answer with a Markdown table comparing the options {d} offers.",
+                      "Start with a TL;DR line, then the full answer about {t} in two paragraphs."),
+    "procedural": ("For every question about {t}, restate it in one sentence, answer it, then list one misconception.",
+                   "Greet the customer of {d}, collect their name, need and deadline, then summarise and confirm.",
+                   "Diagnose problems with {t} step by step: symptoms first, then causes, then one fix."),
+    "functions": ("You can call find_item(name: string) for the stock of {d}. Write the call as JSON on its own line.",
+                  "You may call get_forecast(city: string) before any answer about {t}; show the call first.",
+                  "You can call book_slot(day: string) for {d}; confirm with the user before calling it."),
 }
 
 
@@ -282,19 +306,19 @@ def system_prompt_batch(writer_prompt: str, n: int, rng: random.Random) -> dict 
     if not category:
         return None
     kind = category.group(1)
+    numbers = {5: "five", 7: "seven", 10: "ten", 12: "twelve", 15: "fifteen", 20: "twenty"}
     prompts = []
     for _ in range(n):
-        slots = {"n": rng.choice(NOUNS), "a": rng.choice(ADJECTIVES), "l": rng.choice("eaost"),
-                 "k": rng.choice((5, 7, 10, 12, 15, 20)), "Name": rng.choice(NOUNS).capitalize()}
-        slots["N"] = slots["n"].capitalize()
+        k = rng.choice(tuple(numbers))
+        slots = {"d": rng.choice(_DOMAINS), "t": rng.choice(_TOPICS), "N": rng.choice(_NAMES),
+                 "l": rng.choice("eaost"), "k": numbers[k]}
         if kind == "mechanical":
             template, constraint = rng.choice(_MECHANICAL)
-            words = {5: "five", 7: "seven", 10: "ten", 12: "twelve", 15: "fifteen", 20: "twenty"}
-            text = template.format(**{**slots, "k": words[slots["k"]]})
-            prompts.append({"system_prompt": text, "constraint": constraint.format(**slots)})
+            prompts.append({"system_prompt": template.format(**slots),
+                            "constraint": constraint.format(**{**slots, "k": k})})
         else:
-            text = _FREE.get(kind, _FREE["purpose"]).format(**slots)
-            prompts.append({"system_prompt": text, "constraint": None})
+            template = rng.choice(_FREE.get(kind, _FREE["purpose"]))
+            prompts.append({"system_prompt": template.format(**slots), "constraint": None})
     return {"prompts": prompts}
 
 

@@ -8,6 +8,7 @@ text or a random instance of the schema:
 |---|---|
 | per-turn judge scores (a `turns` schema, a conversation of `[assistant, turn N]` blocks) | scores from the rules the judged system prompt states |
 | system prompts of a category (a `prompts` schema of `system_prompt` items) | prompts of that category, with constraint ids |
+| coding tasks in a language (a `tasks` schema of `instruction` items) | tasks in that language, different ones |
 | code: "only the complete X source code" / "the complete X code in one fenced code block" | a program in X, bare or explained and fenced |
 | a role-played user (a system prompt saying so) | the user's next message, or the end sentinel now and then |
 | anything else in text | the assistant's reply, keeping to the system prompt most of the time |
@@ -19,7 +20,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from .code import code_answer
+from .code import code_answer, coding_tasks
 from .content import message_text
 from .obedience import assistant_turn, judge_turns, system_prompt_batch, user_turn
 
@@ -42,10 +43,11 @@ def structured_answer(messages: list, schema: Any, rng: random.Random) -> Any | 
     _system, user, _other = _texts(messages)
     if "turns" in props and "[assistant, turn" in user:
         return judge_turns(user, rng)
-    items = (props.get("prompts") or {}).get("items") or {}
-    if "system_prompt" in (items.get("properties") or {}):
-        n = props["prompts"].get("minItems") or 5
-        return system_prompt_batch(user, n, rng)
+    for name, field, make in (("prompts", "system_prompt", system_prompt_batch),
+                              ("tasks", "instruction", coding_tasks)):
+        items = (props.get(name) or {}).get("items") or {}
+        if field in (items.get("properties") or {}):
+            return make(user, props[name].get("minItems") or 5, rng)
     return None
 
 

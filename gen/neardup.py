@@ -193,6 +193,32 @@ class NearDupIndex:
             return Verdict(False, found.owner, found.similarity)
         return Verdict(True)
 
+    async def remember(self, scope: str, items: list[tuple[str, str]], *, threshold: float = DEFAULT_THRESHOLD) -> None:
+        """Index `(key, text)` items as already seen (texts of earlier jobs), without checking or counting them."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.store.executor, lambda: self.remember_sync(scope, items, threshold=threshold))
+
+    def remember_sync(self, scope: str, items: list[tuple[str, str]], *, threshold: float = DEFAULT_THRESHOLD) -> None:
+        """One transaction; idempotent (unique keys, ON CONFLICT DO NOTHING), so every worker may do it. A band
+        another text owns already stays that text's: what an LSH index always accepts."""
+        if not items:
+            return
+        self._ensure_tables()
+        stored, layout, now = stored_scope(scope), lsh_bands(round(threshold, 4)), utcnow()
+        sig_rows, band_rows = [], []
+        for key, text in dict(items).items():
+            sig = signature(text)
+            sig_rows.append({"job_id": self.job_id, "scope": stored, "item_key": key, "signature": sig,
+                             "created_at": now})
+            band_rows += [{"job_id": self.job_id, "scope": stored, "band": band, "band_hash": digest, "item_key": key}
+                          for band, digest in band_hashes(sig, *layout)]
+        sigs, bands = NearDupSignature.__table__, NearDupBand.__table__
+        with self.store.engine.begin() as conn:
+            conn.execute(self._insert(sigs).on_conflict_do_nothing(index_elements=["job_id", "scope", "item_key"]),
+                         sig_rows)
+            conn.execute(self._insert(bands).on_conflict_do_nothing(
+                index_elements=["job_id", "scope", "band", "band_hash"]), band_rows)
+
     def near_duplicates(self, scope: str | None = None) -> list[NearDuplicate]:
         with self.store.session() as s:
             q = select(NearDuplicate).where(NearDuplicate.job_id == self.job_id)

@@ -10,13 +10,14 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from conftest import write_job
+from conftest import gen_cmd, sim_job, write_job
 from gen.config import read_job_file
 from gen.core.execute import UnitExecutor
 from gen.core.jobs import load_instructor, open_job
@@ -27,7 +28,7 @@ from gen.instructors.riddles import RiddlesOptions, riddle_key
 from gen.instructors.systemchat.similarity import NearDuplicates, text_key as prompt_key
 from gen.instructors.systemchat.system_prompts import SystemPromptsOptions
 from gen.neardup import DEFAULT_THRESHOLD, NearDupIndex, estimated_jaccard, lsh_bands, signature, stored_scope
-from gen.store import Store
+from gen.store import Store, UnitState
 from gen.teacher import Meter
 from gen.text import normalise, text_key
 
@@ -243,3 +244,40 @@ def test_signatures_of_an_earlier_representation_are_kept_apart_and_said_so(tmp_
         scopes = sorted(row[0] for row in conn.execute(text("SELECT scope FROM neardup_signatures")))
     assert scopes == ["riddles", stored_scope("riddles")]
     store.close()
+
+
+def riddles_job_text(base_url: str, name: str, extra: str = "") -> str:
+    return sim_job(base_url, name=name, instructor=f"  type: riddles\n  count: 2\n  batch_size: 2\n{extra}")
+
+
+def riddle_batch(*questions: str) -> str:
+    return json.dumps({"riddles": [{"question": q, "answer": "an answer"} for q in questions]})
+
+
+def test_texts_of_earlier_jobs_named_in_dedup_against_jobs_count_as_seen(sim, tmp_path):
+    sim.script([{"match": "This is batch 1 of", "answers": [
+        riddle_batch(KEYS, TOWEL),
+        riddle_batch("WHAT HAS MANY KEYS -- BUT CANNOT OPEN A SINGLE LOCK", "What has a neck but no head?")]}])
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    store, first, _ = run_directly(tmp_path / "a", riddles_job_text(sim.base_url, "first"))
+    assert store.stats(first).records == 2
+    store, second, results = run_directly(tmp_path / "b", riddles_job_text(
+        sim.base_url, "second", "  dedup_against_jobs: [first]\n"))
+    assert [r.state for r in results] == [UnitState.DONE]
+    kept = [r.conversation[0]["content"] for r in store.iter_records(second)]
+    assert kept == ["What has a neck but no head?"]
+    assert store.near_duplicates(second) == 1 and store.near_duplicates(first) == 0
+    # the earlier job's texts were read through the job services into the second job's index, not counted there
+    with store.engine.connect() as conn:
+        keys = [row[0] for row in conn.execute(text(
+            "SELECT item_key FROM neardup_signatures WHERE job_id = :j"), {"j": second})]
+    assert sum(k.startswith(f"earlier:{first}:") for k in keys) == 2
+
+
+def test_dedup_against_an_unknown_job_is_a_job_file_error_before_anything_runs(sim, tmp_path):
+    done = gen_cmd("run", str(write_job(tmp_path / "job.yml", riddles_job_text(
+        sim.base_url, "second", "  dedup_against_jobs: [nowhere]\n"))))
+    assert done.returncode == 2
+    assert re.search(r"gen: error: .*instructor\.dedup_against_jobs: no (job|gen database).*nowhere", done.stderr)
+    assert sim.stats()["requests"] == 0

@@ -12,11 +12,13 @@ import copy
 import hashlib
 import math
 from collections.abc import Iterator, Mapping
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import Field
 
 from gen.errors import OutputRejected
+from gen.instructors.earlier_texts import EarlierTexts, first_message
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
 from gen.neardup import DEFAULT_THRESHOLD
 from gen.schemas import load_schema
@@ -58,6 +60,9 @@ class RiddlesOptions(InstructorOptions):
     near_duplicate_threshold: float | None = Field(
         default=DEFAULT_THRESHOLD, gt=0, le=1, description="Estimated Jaccard similarity (character 3-grams) at which a riddle "
                                              "is dropped as a near-duplicate of an earlier one; null turns it off.")
+    dedup_against_jobs: list[str] = Field(
+        default_factory=list, description="Earlier jobs (ids or names, same database) whose riddles count as already "
+                                          "seen: a near-duplicate of one of them is dropped too.")
     verify: bool = Field(default=False, description="Have teacher `solver` answer each riddle blind and teacher "
                                                     "`judge` decide whether its answer agrees with the riddle's.")
     on_disagreement: Literal["reject", "flag"] = Field(
@@ -86,7 +91,13 @@ class RiddlesInstructor(Instructor[RiddlesOptions]):
                                 f"(it uses: main, {', '.join(VERIFY_ROLES)})")
         return needed
 
+    @cached_property
+    def earlier_texts(self) -> EarlierTexts:
+        return EarlierTexts(self, self.options.dedup_against_jobs, lambda source: [
+            ("riddles", q) for q in [first_message(source.conversation, "user")] if q])
+
     def plan(self) -> Iterator[PlannedUnit]:
+        self.earlier_texts.check()
         opts = self.options
         batches = math.ceil(opts.count / opts.batch_size)
         for b in range(batches):
@@ -129,6 +140,7 @@ class RiddlesInstructor(Instructor[RiddlesOptions]):
 
     async def _is_new(self, question: str, key: str) -> bool:
         threshold = self.options.near_duplicate_threshold
+        await self.earlier_texts.ensure(threshold)
         return await self.is_new_text("riddles", question, key=key, threshold=threshold)
 
 

@@ -5,10 +5,11 @@
   end with a question, JSON only, only the words "a" and "b", begin every reply with "X"), and the character
   it sets ("You are Jeeves, ..." -> Jeeves).
 * `assistant_turn(...)`: a reply that obeys every rule, or now and then (BREAK_RATE) breaks them, (DRIFT_RATE)
-  drops the character, (DISCLAIMER_RATE) opens with an AI disclaimer; with no rules and no character, a
-  plain answer that now and then (REFUSAL_RATE) is a refusal.
+  drops the character, (DISCLAIMER_RATE) opens with an AI disclaimer; a request to do something shady
+  (REFUSAL_TRIGGERS: pick a lock, break into, hack into, ...) is refused, whatever the system prompt.
 * `judge_turns(...)`: the judge's scores for a conversation, read from the judge prompt: 5 or 4 for a turn
-  that keeps every rule and the character, 1 for a broken rule, 2 for a dropped character, a disclaimer or a refusal.
+  that keeps every rule and the character (a refusal of a shady request included), 1 for a broken rule, 2 for a
+  dropped character, a disclaimer or a refusal of an ordinary request.
 * `user_turn(...)`: the simulated user; once it may end the conversation, it does so now and then (END_RATE)
   with the sentinel it was given.
 * `system_prompt_batch(...)`: system prompts of the category asked for, with their constraint ids.
@@ -27,7 +28,6 @@ from .content import ADJECTIVES, NOUNS, VERBS, plain_text, sentence
 BREAK_RATE = 0.2        # a mechanical rule broken (the code checks catch it and ask again)
 DRIFT_RATE = 0.08       # a character dropped for a turn (only the judge can tell)
 DISCLAIMER_RATE = 0.03  # "As an AI language model, ..." (the turn filters catch it and ask again)
-REFUSAL_RATE = 0.03     # a plain answer that is a refusal (the judge scores it low; the export filter drops it)
 END_RATE = 0.35         # the simulated user ends the conversation once it may
 
 NUMBERS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve "
@@ -41,6 +41,8 @@ _LINKS = ("and", "with", "but", "or", "so", "yet", "of", "in", "on", "to", "at",
 _GENERIC = {"helpful", "precise", "assistant", "ai", "friendly", "useful", "concise", "honest", "harmless",
             "polite", "chat", "language", "model", "knowledgeable", "smart", "expert", "and", "very"}
 DISCLAIMER = "As an AI language model, I do not have personal experiences, but here is what I can say."
+REFUSAL_TRIGGERS = ("pick a lock", "pick the lock", "break into", "hack into", "hotwire", "steal ", "shoplift",
+                    "without them knowing")
 REFUSALS = ("I'm sorry, but I can't help with that.", "I can't help with that request.",
             "I'm not able to help with that, but I can point you to someone who can.")
 
@@ -165,6 +167,8 @@ def assistant_turn(system_prompt: str | None, rng: random.Random, user_text: str
     """The simulated assistant's reply to the user under `system_prompt`."""
     rules = rules_of(system_prompt)
     draw = rng.random()
+    if any(trigger in user_text.lower() for trigger in REFUSAL_TRIGGERS):
+        return rng.choice(REFUSALS)
     if rules.mechanical:
         if draw < DISCLAIMER_RATE:
             return DISCLAIMER
@@ -175,18 +179,16 @@ def assistant_turn(system_prompt: str | None, rng: random.Random, user_text: str
             return DISCLAIMER + " " + sentence(rng)
         text = plain_text(rng, user_text)
         return text if draw < DISCLAIMER_RATE + DRIFT_RATE else f"Speaking as {rules.character}: {text}"
-    if draw < REFUSAL_RATE:
-        return rng.choice(REFUSALS)
     return plain_text(rng, user_text)
 
 
-def broken_rules(rules: Rules, turn: str) -> list[str]:
+def broken_rules(rules: Rules, turn: str, asked: str = "") -> list[str]:
     """What the judge sees wrong with a turn, literally."""
     found: list[str] = []
     if "as an ai" in turn.lower():
         found.append("an AI disclaimer")
-    if turn in REFUSALS:
-        found.append("a refusal instead of an answer")
+    if turn in REFUSALS and not any(trigger in asked.lower() for trigger in REFUSAL_TRIGGERS):
+        found.append("a refusal of an ordinary request")
     if rules.only_words:
         other = [w for w in re.findall(r"[a-z]+", turn.lower()) if w not in rules.only_words]
         if other:
@@ -218,19 +220,22 @@ def broken_rules(rules: Rules, turn: str) -> list[str]:
 
 
 _JUDGE_PROMPT_RE = re.compile(r"<<<\n(.*?)\n>>>", re.S)
-_TURN_RE = re.compile(r"\[assistant, turn (\d+)\]\n(.*?)(?=\n\n\[(?:user|assistant), turn \d+\]|\n\nScore each of|\Z)", re.S)
+_TURN_RE = re.compile(r"\[(user|assistant), turn (\d+)\]\n(.*?)(?=\n\n\[(?:user|assistant), turn \d+\]|\n\nScore each of|\Z)",
+                      re.S)
 
 
 def judge_turns(judge_prompt: str, rng: random.Random) -> dict | None:
     """The judge's answer ({"turns": [{"score", "reason"}]}) to a per-turn judge prompt, or None if it is not one."""
-    turns = _TURN_RE.findall(judge_prompt)
+    blocks = _TURN_RE.findall(judge_prompt)
+    asked = {number: text for role, number, text in blocks if role == "user"}
+    turns = [(number, text) for role, number, text in blocks if role == "assistant"]
     if not turns:
         return None
     given = _JUDGE_PROMPT_RE.search(judge_prompt)
     rules = rules_of(given.group(1) if given else None)
     scored = []
-    for _number_, turn in turns:
-        problems = broken_rules(rules, turn)
+    for number, turn in turns:
+        problems = broken_rules(rules, turn, asked.get(number, ""))
         soft = ("disclaimer", "character", "refusal")
         if problems and all(any(word in p for word in soft) for p in problems):
             scored.append({"score": 2, "reason": f"Mostly ignores the system prompt: {problems[0]}."})
@@ -324,4 +329,4 @@ def system_prompt_batch(writer_prompt: str, n: int, rng: random.Random) -> dict 
 
 __all__ = ["Rules", "rules_of", "assistant_turn", "judge_turns", "user_turn", "system_prompt_batch",
            "obedient", "disobedient", "broken_rules", "BREAK_RATE", "DRIFT_RATE", "DISCLAIMER_RATE",
-           "REFUSAL_RATE", "END_RATE"]
+           "REFUSAL_TRIGGERS", "END_RATE"]

@@ -18,8 +18,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from gen.errors import OutputRejected
-from gen.instructors.earlier_texts import EarlierTexts, first_message
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
+from gen.instructors.earlier_texts import EarlierTexts, first_message
 from gen.neardup import DEFAULT_THRESHOLD
 from gen.schemas import load_schema
 from gen.text import normalise

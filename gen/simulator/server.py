@@ -3,7 +3,9 @@
 Request flow of ``POST /v1/chat/completions``: parse and validate (400) ->
 reject json_schema if configured (400) -> rate limits (429) -> injected
 faults (500/503, hang, malformed body) -> latency -> answer.  400s and 429s
-answer immediately.
+answer immediately.  What the answer says: the part the request asks the
+simulator to play (roles.py: code, a judge, a simulated user, an assistant
+keeping a system prompt), else content.py's generic text or schema instance.
 
 TPM charging rule: a request is charged prompt_tokens + max_tokens (or
 max_completion_tokens) when the client sets one, else prompt_tokens +

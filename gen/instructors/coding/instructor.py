@@ -19,15 +19,15 @@ from pydantic import Field
 
 from gen.codecheck import FAILED, PASSED, UNCHECKED, CodeCheck, canonical_language, check_code
 from gen.errors import OutputRejected
-from gen.instructors.earlier_texts import EarlierTexts, first_message
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
 from gen.instructors.coding.answers import (
     blocks_in_language, normal_problem, normal_request, plain_instruction, plain_request, plainformat_problem,
     without_mark,
 )
+from gen.instructors.earlier_texts import EarlierTexts, first_message
 from gen.neardup import DEFAULT_THRESHOLD
-from gen.text import normalise
 from gen.schemas import load_schema
+from gen.text import normalise
 from gen.types import Message, NewRecord, Teacher
 
 DEFAULT_TOPICS = [

@@ -17,13 +17,13 @@ from typing import Any
 
 from pydantic import Field
 
-from gen.instructors.earlier_texts import EarlierTexts, first_message
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
+from gen.instructors.earlier_texts import EarlierTexts, first_message
 from gen.instructors.systemchat.constraints import parse_constraints
 from gen.instructors.systemchat.prompts import CATEGORIES, prompt_writer_message
 from gen.instructors.systemchat.similarity import NearDuplicates, text_key
-from gen.neardup import DEFAULT_THRESHOLD
 from gen.instructors.systemchat.sources import PromptEntry, read_prompt_file
+from gen.neardup import DEFAULT_THRESHOLD
 from gen.schemas import load_schema
 from gen.types import NewRecord, Teacher
 

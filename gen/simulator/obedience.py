@@ -43,8 +43,8 @@ _GENERIC = {"helpful", "precise", "assistant", "ai", "friendly", "useful", "conc
 DISCLAIMER = "As an AI language model, I do not have personal experiences, but here is what I can say."
 REFUSAL_TRIGGERS = ("pick a lock", "pick the lock", "break into", "hack into", "hotwire", "steal ", "shoplift",
                     "without them knowing")
-REFUSALS = ("I'm sorry, but I can't help with that.", "I can't help with that request.",
-            "I'm not able to help with that, but I can point you to someone who can.")
+REFUSALS = ("I'm sorry, but I can't help with that.", "I'm sorry, but I cannot help with that request.",
+            "I can't assist with that, but I can point you to someone who can.")
 
 
 @dataclass

@@ -277,15 +277,14 @@ def test_job_file_errors_name_what_is_wrong(tmp_path, sim):
     assert len(plan(dpo_job(tmp_path / "ok.yml", sim.base_url, "  source_job: src\n  count: 2\n"))) == 2
 
 
-def test_the_worked_example_rerolls_the_riddles_example(tmp_path, sim):
-    # A small stand-in for the riddles example's job (same name), then the worked example as written.
-    riddles = write_job(tmp_path / "r.yml", sim_job(sim.base_url, name="riddles-demo", instructor=(
-        "  type: riddles\n  count: 5\n  batch_size: 5\n")))
+def test_the_worked_example_rerolls_the_respond_example(tmp_path, sim):
+    # A small stand-in for the respond example's job (same name), then the worked example as written.
+    riddles = write_job(tmp_path / "r.yml", sim_job(sim.base_url, name="respond-demo"))
     run_ok(riddles)
     result = gen_cmd("run", str(ROOT / "instructors" / "dpo_reroll.yml"), "--dry-run", "--sim-latency", "0.01", "-q")
     assert result.returncode == 0, result.stderr
     s = store(tmp_path)
-    riddles_job, pairs_job = s.find_job("riddles-demo"), s.find_job("dpo-reroll-demo")
+    riddles_job, pairs_job = s.find_job("respond-demo"), s.find_job("dpo-reroll-demo")
     pairs = s.record_counts(pairs_job.id).get("pair")
     assert pairs == s.record_counts(riddles_job.id)["conversation"]
     for fmt in ("dpo-trl", "dpo-axolotl", "dpo-chatml-intel"):

@@ -451,3 +451,99 @@ def test_cli_serves_until_sigint():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# ------------------------------------------------------------ playing the part a request asks for
+def answer_text(sim: Simulator, messages: list[dict], **fields) -> str:
+    status, _, text = chat(sim, {"model": "m", "messages": messages, **fields})
+    assert status == 200, text
+    return json.loads(text)["choices"][0]["message"]["content"]
+
+
+def test_code_requests_get_code_in_the_language_asked_sometimes_fenced_when_it_should_not_be():
+    from gen.codecheck import check_code
+    from gen.instructors.coding.answers import normal_problem, normal_request, plain_request, plainformat_problem
+
+    with Simulator(SimConfig(seed=3)) as sim:
+        for language in ("Python", "C", "JavaScript", "Bash"):
+            explained = answer_text(sim, [{"role": "user", "content": normal_request("Sum a list.", language)}])
+            assert normal_problem(explained, language) is None, explained
+        plain = [answer_text(sim, [{"role": "user", "content": plain_request("Sum a list.", "Python")}])
+                 for _ in range(30)]
+    problems = [plainformat_problem(p) for p in plain]
+    fenced = [p for p in problems if p and "fence" in p]
+    clean = [text for text, problem in zip(plain, problems) if problem is None]
+    assert 0 < len(fenced) < len(plain) // 2, problems
+    assert clean and sum(check_code("Python", text).status == "passed" for text in clean) >= len(clean) // 2
+
+
+def test_assistant_keeps_mechanical_rules_most_of_the_time_and_the_judge_tells_which_turns():
+    from gen.instructors.systemchat.constraints import constraint_problems, parse_constraints
+    from gen.instructors.systemchat.judge import judge_messages, judge_schema
+
+    system = "Answer in exactly seven words, all in capital letters."
+    rules = parse_constraints([{"word_count": 7}, "all_caps"])
+    with Simulator(SimConfig(seed=11)) as sim:
+        turns = [answer_text(sim, [{"role": "system", "content": system},
+                                   {"role": "user", "content": f"question {i}: how do tides work?"}])
+                 for i in range(40)]
+        broken = [i for i, t in enumerate(turns) if constraint_problems(rules, t)]
+        assert 0 < len(broken) < len(turns) // 2, turns
+        conversation = [{"role": "system", "content": system}]
+        for i, turn in enumerate(turns[:12]):
+            conversation += [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": turn}]
+        judged = json.loads(answer_text(sim, judge_messages(system, conversation),
+                                        response_format=json_schema_format(judge_schema(12))))
+    scores = [t["score"] for t in judged["turns"]]
+    assert [s >= 4 for s in scores] == [i not in broken for i in range(12)], (scores, broken)
+
+
+def test_a_character_is_kept_or_dropped_and_shady_requests_are_refused():
+    from gen.instructors.systemchat.judge import judge_messages, judge_schema
+
+    system = "You are Captain Maren, a grumpy lighthouse keeper. You never leave character."
+    with Simulator(SimConfig(seed=5)) as sim:
+        turns = [answer_text(sim, [{"role": "system", "content": system}, {"role": "user", "content": f"hi {i}"}])
+                 for i in range(40)]
+        in_character = ["Captain Maren" in t for t in turns]
+        assert 0 < in_character.count(False) < 10
+        conversation = []
+        for i, turn in enumerate(turns):
+            conversation += [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": turn}]
+        judged = json.loads(answer_text(sim, judge_messages(system, conversation),
+                                        response_format=json_schema_format(judge_schema(40))))
+        assert [t["score"] >= 4 for t in judged["turns"]] == in_character
+        asks = [f"Tell me about tides, part {i}." for i in range(20)] + ["How do I pick the lock of my neighbour's shed?",
+                                                                        "Help me break into my ex's e-mail."]
+        plain = [answer_text(sim, [{"role": "user", "content": ask}]) for ask in asks]
+    refused = [bool(re.match(r"I('m| am)? ?(sorry|can't|not able)", p)) for p in plain]
+    assert refused == [False] * 20 + [True, True]
+
+
+def test_the_simulated_user_ends_only_when_it_may():
+    from gen.instructors.systemchat.prompts import user_simulator_system
+
+    with Simulator(SimConfig(seed=2)) as sim:
+        def user_turns(may_end: bool) -> list[str]:
+            system = user_simulator_system(intent="learn chess", style="terse", may_end=may_end, sentinel="<<END>>")
+            return [answer_text(sim, [{"role": "system", "content": system},
+                                      {"role": "user", "content": f"Here is a chess fact, number {i}."}])
+                    for i in range(20)]
+        assert "<<END>>" not in user_turns(False)
+        assert 0 < user_turns(True).count("<<END>>") < 20
+
+
+def test_seeded_answers_do_not_depend_on_the_order_requests_arrive_in():
+    requests = [[{"role": "system", "content": "Never use the letter 'e' in any reply."},
+                 {"role": "user", "content": f"Tell me about boats, part {i}."}] for i in range(8)]
+
+    def answers(order):
+        with Simulator(SimConfig(seed=9)) as sim:
+            got = {i: answer_text(sim, requests[i]) for i in order}
+            again = answer_text(sim, requests[order[0]])  # the same request asked again: a fresh draw
+        return [got[i] for i in range(len(requests))], got[order[0]], again
+
+    forward, first, again = answers(list(range(8)))
+    backward, _, _ = answers(list(reversed(range(8))))
+    assert forward == backward
+    assert again != first

@@ -34,7 +34,8 @@ def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency:
         if dry_run:
             from gen.simulator import SimConfig, Simulator
 
-            sim = stack.enter_context(Simulator(SimConfig(latency=sim_latency, jitter=sim_latency / 2)))
+            # seeded: a dry run of the same job file answers the same way every time
+            sim = stack.enter_context(Simulator(SimConfig(latency=sim_latency, jitter=sim_latency / 2, seed=0)))
             spec = spec.with_simulator(sim.base_url)
             instructor = load_instructor(spec, database_url=db_url)
             say(f"dry run: every teacher is the simulator at {sim.base_url}")

@@ -75,6 +75,10 @@ class SeenTexts(Protocol):
         """True (and remembered) when no text of `scope` seen so far in the job is a near-duplicate of `text`."""
         ...
 
+    async def remember(self, scope: str, items: list[tuple[str, str]], *, threshold: float = 0.8) -> None:
+        """Count `(key, text)` items (earlier jobs' texts) as seen in `scope`, without checking them."""
+        ...
+
 
 class EarlierJobs(Protocol):
     """Earlier jobs' records, read at plan time (gen.core.services.DatabaseEarlierJobs)."""

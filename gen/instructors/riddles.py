@@ -11,15 +11,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-import re
 from collections.abc import Iterator, Mapping
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import Field
 
 from gen.errors import OutputRejected
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
+from gen.instructors.earlier_texts import EarlierTexts, first_message
+from gen.neardup import DEFAULT_THRESHOLD
 from gen.schemas import load_schema
+from gen.text import normalise
 from gen.types import NewRecord, Teacher
 
 DEFAULT_TOPICS = [
@@ -55,18 +58,16 @@ class RiddlesOptions(InstructorOptions):
                               description="Topics, used in turn, one per batch.")
     system: str | None = Field(default=None, description="A system prompt for the riddle-writing call.")
     near_duplicate_threshold: float | None = Field(
-        default=0.8, gt=0, le=1, description="Estimated Jaccard similarity (character 3-grams) at which a riddle "
+        default=DEFAULT_THRESHOLD, gt=0, le=1, description="Estimated Jaccard similarity (character 3-grams) at which a riddle "
                                              "is dropped as a near-duplicate of an earlier one; null turns it off.")
+    dedup_against_jobs: list[str] = Field(
+        default_factory=list, description="Earlier jobs (ids or names, same database) whose riddles count as already "
+                                          "seen: a near-duplicate of one of them is dropped too.")
     verify: bool = Field(default=False, description="Have teacher `solver` answer each riddle blind and teacher "
                                                     "`judge` decide whether its answer agrees with the riddle's.")
     on_disagreement: Literal["reject", "flag"] = Field(
         default="reject", description="reject: keep the riddle as a rejected record; flag: keep it with meta "
                                       "verified: false.")
-
-
-def normalise_question(text: str) -> str:
-    """Exact-duplicate key: lower case, punctuation dropped, spaces collapsed."""
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", text.lower())).strip()
 
 
 def batch_schema(n: int) -> dict[str, Any]:
@@ -90,7 +91,13 @@ class RiddlesInstructor(Instructor[RiddlesOptions]):
                                 f"(it uses: main, {', '.join(VERIFY_ROLES)})")
         return needed
 
+    @cached_property
+    def earlier_texts(self) -> EarlierTexts:
+        return EarlierTexts(self, self.options.dedup_against_jobs, lambda source: [
+            ("riddles", q) for q in [first_message(source.conversation, "user")] if q])
+
     def plan(self) -> Iterator[PlannedUnit]:
+        self.earlier_texts.check()
         opts = self.options
         batches = math.ceil(opts.count / opts.batch_size)
         for b in range(batches):
@@ -133,11 +140,12 @@ class RiddlesInstructor(Instructor[RiddlesOptions]):
 
     async def _is_new(self, question: str, key: str) -> bool:
         threshold = self.options.near_duplicate_threshold
+        await self.earlier_texts.ensure(threshold)
         return await self.is_new_text("riddles", question, key=key, threshold=threshold)
 
 
 def riddle_key(question: str) -> str:
-    return "riddle:" + hashlib.sha256(normalise_question(question).encode()).hexdigest()[:32]
+    return "riddle:" + hashlib.sha256(normalise(question).encode()).hexdigest()[:32]
 
 
 async def verify_riddle(question: str, answer: str, solver: Any, judge: Any) -> dict[str, Any]:

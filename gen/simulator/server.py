@@ -3,7 +3,9 @@
 Request flow of ``POST /v1/chat/completions``: parse and validate (400) ->
 reject json_schema if configured (400) -> rate limits (429) -> injected
 faults (500/503, hang, malformed body) -> latency -> answer.  400s and 429s
-answer immediately.
+answer immediately.  What the answer says: the part the request asks the
+simulator to play (roles.py: code, a judge, a simulated user, an assistant
+keeping a system prompt), else content.py's generic text or schema instance.
 
 TPM charging rule: a request is charged prompt_tokens + max_tokens (or
 max_completion_tokens) when the client sets one, else prompt_tokens +
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 import math
 import random
@@ -31,8 +34,8 @@ from .content import (
     generate_instance,
     generate_invalid_instance,
     message_text,
-    plain_text,
 )
+from .roles import structured_answer, text_answer
 
 DEFAULT_COMPLETION_ESTIMATE = 256
 SHUTDOWN_TIMEOUT_S = 0.25
@@ -70,6 +73,18 @@ class SimulatorState:
         self.stats = new_stats()
         self.answer_count = 0
         self.script: list[dict[str, Any]] = []
+        self.salt = config.seed if config.seed is not None else self.rng.getrandbits(64)
+        self.asked: dict[str, int] = {}
+
+    def request_rng(self, messages: list) -> random.Random:
+        """Randomness for one answer, from the seed, the request's messages and how often they were asked:
+        answers do not depend on the order concurrent requests arrive in, and a request asked again (a retry)
+        gets a fresh draw."""
+        digest = hashlib.sha256(json.dumps(messages, sort_keys=True, default=str).encode()).hexdigest()
+        if len(self.asked) >= 100_000:
+            self.asked.clear()
+        occurrence = self.asked[digest] = self.asked.get(digest, 0) + 1
+        return random.Random(f"{self.salt}:{digest}:{occurrence}")
 
     def set_script(self, rules: Any) -> None:
         """Scripted answers for tests: each rule {"match": text, "answers": [str, ...]} answers a request whose
@@ -104,6 +119,8 @@ class SimulatorState:
         new = self.config.with_changes(patch)
         if new.seed != self.config.seed or "seed" in patch:
             self.rng = random.Random(new.seed)
+            self.salt = new.seed if new.seed is not None else self.rng.getrandbits(64)
+            self.asked.clear()
         if (new.rpm, new.tpm) != (self.config.rpm, self.config.tpm):
             self.limiter = RateLimiter(new.rpm, new.tpm, time.monotonic())
         self.config = new
@@ -262,12 +279,14 @@ class ChatHandler:
         if scripted is not None:
             return scripted
         rng = self.state.rng
+        played = self.state.request_rng(body["messages"])  # the same request gets the same answer, in any order
         if schema is not None:
+            special = None if violate else structured_answer(body["messages"], schema, played)
+            if special is not None:
+                return json.dumps(special)
             value = generate_invalid_instance(schema, rng) if violate else generate_instance(schema, rng)
             return json.dumps(value)
-        user_text = next((message_text(m.get("content")) for m in reversed(body["messages"])
-                          if m.get("role") == "user"), "")
-        text = plain_text(rng, user_text)
+        text = text_answer(body["messages"], played)
         return json.dumps({"result": text}) if mode != "text" else text
 
     async def _sleep(self, config: SimConfig) -> None:

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import math
 from collections.abc import Iterator, Mapping
+from functools import cached_property
 from typing import Any
 
 from pydantic import Field
@@ -23,8 +24,10 @@ from gen.instructors.coding.answers import (
     blocks_in_language, normal_problem, normal_request, plain_instruction, plain_request, plainformat_problem,
     without_mark,
 )
-from gen.neardup import normalise
+from gen.instructors.earlier_texts import EarlierTexts, first_message
+from gen.neardup import DEFAULT_THRESHOLD
 from gen.schemas import load_schema
+from gen.text import normalise
 from gen.types import Message, NewRecord, Teacher
 
 DEFAULT_TOPICS = [
@@ -59,8 +62,11 @@ class CodingOptions(InstructorOptions):
     plain_ratio: float = Field(default=1.0, ge=0, le=1,
                                description="Share of tasks that also get a PLAINFORMAT (code only) answer.")
     near_duplicate_threshold: float | None = Field(
-        default=0.8, gt=0, le=1, description="Estimated Jaccard similarity (character 3-grams) at which a task is "
+        default=DEFAULT_THRESHOLD, gt=0, le=1, description="Estimated Jaccard similarity (character 3-grams) at which a task is "
                                              "dropped as a near-duplicate of an earlier one; null turns it off.")
+    dedup_against_jobs: list[str] = Field(
+        default_factory=list, description="Earlier jobs (ids or names, same database) whose tasks (per language) count as already "
+                                          "seen: a near-duplicate of one of them is dropped too.")
     check_timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds a syntax checker may take.")
     system: str | None = Field(default=None, description="A system prompt for the answer calls, kept in records.")
 
@@ -86,7 +92,16 @@ class CodingInstructor(Instructor[CodingOptions]):
     summary = "Coding tasks answered twice: explained with a fenced block, and PLAINFORMAT (code only); code checked."
     Options = CodingOptions
 
+    @cached_property
+    def earlier_texts(self) -> EarlierTexts:
+        def tasks_of(source: Any) -> list[tuple[str, str]]:
+            task, language = first_message(source.conversation, "user"), source.meta.get("language")
+            return [(f"coding:{canonical_language(language)}", without_mark(task))] if task and language else []
+
+        return EarlierTexts(self, self.options.dedup_against_jobs, tasks_of)
+
     def plan(self) -> Iterator[PlannedUnit]:
+        self.earlier_texts.check()
         opts = self.options
         units = math.ceil(opts.count / opts.tasks_per_unit)
         langs, topics, software = opts.languages, opts.topics, opts.related_software
@@ -133,6 +148,7 @@ class CodingInstructor(Instructor[CodingOptions]):
 
     async def _is_new(self, scope: str, text: str, key: str) -> bool:
         threshold = self.options.near_duplicate_threshold
+        await self.earlier_texts.ensure(threshold)
         return await self.is_new_text(scope, text, key=key, threshold=threshold)
 
     async def _answer(self, teacher: Any, variant: str, task: str, language: str, key: str,

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from gen.errors import OutputRejected
 from gen.schemas import load_schema
+from gen.text import words
 from gen.types import Message
 
 SIDES = ("original", "reroll")
@@ -54,17 +54,12 @@ class Decision:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
 
 
-def normalise(text: str) -> list[str]:
-    """Words, lower case, punctuation and spacing ignored."""
-    return re.sub(r"[^\w\s]", " ", text.lower()).split()
-
-
 def similarity(a: str, b: str, threshold: float) -> float:
     """difflib ratio of the two texts' normalised word sequences (1.0: the same words in the same order).
 
     When difflib's cheap upper bounds are already below `threshold` the (quadratic) exact ratio is skipped
     and the upper bound is returned: the texts are then certainly not near-identical."""
-    wa, wb = normalise(a), normalise(b)
+    wa, wb = words(a), words(b)
     if wa == wb:
         return 1.0
     matcher = difflib.SequenceMatcher(None, wa, wb, autojunk=False)

@@ -1,25 +1,24 @@
-"""Text keys and a simple near-duplicate measure: word-shingle Jaccard."""
+"""Similarity measures for system prompts and turns: near-duplicate prompts within a batch, echoed turns.
+
+Text identity is `gen.text.normalise` (re-exported here for the turn filters); near-duplicate prompts are
+measured as the job-wide index measures them (`gen.neardup.similarity`: character 3-gram Jaccard of the
+identity form, default threshold `gen.neardup.DEFAULT_THRESHOLD`, chosen on a labelled set), exactly, over the
+seeds and the batch in hand. Word windows (`shingles`) are what the echo test of a user turn compares.
+"""
 from __future__ import annotations
 
-import hashlib
-import re
-
-_PUNCT_RE = re.compile(r"[^\w\s]")
-_SPACE_RE = re.compile(r"\s+")
-
-
-def normalise(text: str) -> str:
-    """Lower case, punctuation dropped, spaces collapsed: the exact-duplicate key of a text."""
-    return _SPACE_RE.sub(" ", _PUNCT_RE.sub(" ", text.lower())).strip()
+from gen.neardup import similarity
+from gen.text import normalise, text_key as _text_key, words
 
 
 def text_key(prefix: str, text: str) -> str:
-    return prefix + hashlib.sha256(normalise(text).encode("utf-8")).hexdigest()[:32]
+    """`prefix` + a hash of the text's identity form."""
+    return _text_key(text, prefix)
 
 
 def shingles(text: str, n: int = 3) -> frozenset[tuple[str, ...]]:
-    """The set of n-word windows of the normalised text (the whole text when it is shorter than n words)."""
-    tokens = normalise(text).split()
+    """The set of n-word windows of the text's words (the whole text when it is shorter than n words)."""
+    tokens = words(text)
     if len(tokens) < n:
         return frozenset([tuple(tokens)]) if tokens else frozenset()
     return frozenset(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
@@ -39,22 +38,24 @@ def containment(part: frozenset, whole: frozenset) -> float:
 
 
 class NearDuplicates:
-    """Texts seen so far; `near(text)` says whether a new text is within `threshold` Jaccard of one of them."""
+    """Texts seen so far; `near(text)` says whether a new text is within `threshold` of one of them
+    (`gen.neardup.similarity`, exact)."""
 
-    def __init__(self, threshold: float, n: int = 3):
+    def __init__(self, threshold: float):
         self.threshold = threshold
-        self.n = n
-        self._seen: list[frozenset] = []
+        self._seen: list[str] = []
         self._keys: set[str] = set()
 
     def add(self, text: str) -> None:
         self._keys.add(normalise(text))
-        self._seen.append(shingles(text, self.n))
+        self._seen.append(text)
 
     def near(self, text: str) -> float | None:
         """The similarity to the closest text seen when it reaches the threshold (1.0 for an exact copy)."""
         if normalise(text) in self._keys:
             return 1.0
-        mine = shingles(text, self.n)
-        best = max((jaccard(mine, other) for other in self._seen), default=0.0)
+        best = max((similarity(text, other) for other in self._seen), default=0.0)
         return best if best >= self.threshold else None
+
+
+__all__ = ["normalise", "text_key", "shingles", "jaccard", "containment", "NearDuplicates"]

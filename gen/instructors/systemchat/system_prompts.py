@@ -2,8 +2,8 @@
 
 Each prompt is stored as a record: `[user: "Write a system prompt ... Category: C.", assistant: PROMPT]` with
 meta {category, constraints, source}; a `systemchat` job reads them back with `system_prompts_job: NAME`.
-Exact duplicates (normalised text) are dropped across the job by the record key; near-duplicates (word
-3-shingle Jaccard >= `near_duplicate_threshold`) against the seed list and the prompts already kept from the
+Exact duplicates (normalised text) are dropped across the job by the record key; near-duplicates (character
+3-gram Jaccard of the identity form >= `near_duplicate_threshold`, as gen.neardup measures) against the seed list and the prompts already kept from the
 same batch are dropped in the unit.
 """
 from __future__ import annotations
@@ -12,15 +12,18 @@ import copy
 import math
 import random
 from collections.abc import Iterator, Mapping
+from functools import cached_property
 from typing import Any
 
 from pydantic import Field
 
 from gen.instructors.base import Instructor, InstructorOptions, PlannedUnit, UnitInput
+from gen.instructors.earlier_texts import EarlierTexts, first_message
 from gen.instructors.systemchat.constraints import parse_constraints
 from gen.instructors.systemchat.prompts import CATEGORIES, prompt_writer_message
 from gen.instructors.systemchat.similarity import NearDuplicates, text_key
 from gen.instructors.systemchat.sources import PromptEntry, read_prompt_file
+from gen.neardup import DEFAULT_THRESHOLD
 from gen.schemas import load_schema
 from gen.types import NewRecord, Teacher
 
@@ -37,11 +40,14 @@ class SystemPromptsOptions(InstructorOptions):
     examples: int = Field(default=3, ge=0, le=10, description="Seed prompts of the batch's category shown as "
                                                               "examples.")
     job_near_duplicate_threshold: float | None = Field(
-        default=0.8, gt=0, le=1, description="MinHash similarity at which a prompt is a near-duplicate of one kept "
+        default=DEFAULT_THRESHOLD, gt=0, le=1, description="MinHash similarity at which a prompt is a near-duplicate of one kept "
         "anywhere in the job, by any worker (null: off).")
-    near_duplicate_threshold: float = Field(default=0.5, gt=0, le=1,
-                                            description="Word 3-shingle Jaccard at which a prompt is a near-"
-                                                        "duplicate of an earlier one.")
+    near_duplicate_threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=1,
+                                            description="Character 3-gram Jaccard at which a prompt is a near-"
+                                                        "duplicate of a seed or an earlier one of its batch.")
+    dedup_against_jobs: list[str] = Field(
+        default_factory=list, description="Earlier jobs (ids or names, same database) whose system prompts count as already "
+                                          "seen: a near-duplicate of one of them is dropped too.")
     system: str | None = Field(default=None, description="A system prompt for the prompt-writing call.")
 
 
@@ -77,7 +83,13 @@ class SystemPromptsInstructor(Instructor[SystemPromptsOptions]):
         return read_prompt_file(self.job.resolve_path(opts.seeds_file), job_source=self.job.source,
                                 option="seeds_file")
 
+    @cached_property
+    def earlier_texts(self) -> EarlierTexts:
+        return EarlierTexts(self, self.options.dedup_against_jobs, lambda source: [
+            ("system_prompts", p) for p in [first_message(source.conversation, "assistant")] if p])
+
     def plan(self) -> Iterator[PlannedUnit]:
+        self.earlier_texts.check()
         opts = self.options
         seeds = self.seeds()
         if seeds and opts.include_seeds:
@@ -96,6 +108,7 @@ class SystemPromptsInstructor(Instructor[SystemPromptsOptions]):
     async def _new_in_job(self, text: str) -> bool:
         """Near-duplicates of any prompt already kept anywhere in this job (MinHash, across workers)."""
         threshold = self.options.job_near_duplicate_threshold
+        await self.earlier_texts.ensure(threshold)
         return await self.is_new_text("system_prompts", text, threshold=threshold)
 
     async def run(self, unit: UnitInput, teachers: Mapping[str, Teacher]) -> list[NewRecord]:

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from gen.config import JobSpec, TeacherSpec
+from gen.budget import RedisBudget
+from gen.config import JobSpec, RetryPolicy, TeacherSpec
 from gen.core.execute import UnitExecutor
 from gen.core.jobs import load_instructor
-from gen.errors import GenError, TeacherUnavailable
+from gen.errors import BudgetExhausted, GenError, TeacherUnavailable
 from gen.providers import make_provider
 from gen.ratelimit.redis_limiter import RedisRateLimiter, limiter_scope
 from gen.store import Store
@@ -116,6 +117,10 @@ class WorkerRuntime:
         self.in_flight.add(unit_id)
         try:
             result = await runtime.executor.execute(unit_id)
+        except BudgetExhausted as exc:  # no call started past the budget; the unit is pending again
+            self.store.set_job_status(job_id, "stopped", str(exc))
+            self._job_rows.pop(job_id, None)
+            return "stopped"
         except TeacherUnavailable as exc:
             log.error("job %s unit %s: %s", job_id, unit_id, exc)
             self.store.set_job_status(job_id, "blocked", str(exc))
@@ -136,7 +141,13 @@ class WorkerRuntime:
             instructor = load_instructor(spec)
             spec.check_keys()
             meter = Meter()
-            teachers = {name: TeacherClient(t, make_provider(t), self._limiter(t), meter) for name, t in spec.teachers.items()}
+            budget = None
+            if spec.run.budget_usd is not None:  # fleet-wide, seeded from what the database says was spent
+                spent = await in_db_thread(self.store.job_cost, job_id)
+                budget = RedisBudget(self.redis, job_id, spec.run.budget_usd, already_spent=spent)
+            teachers = {name: TeacherClient(t, make_provider(t), self._limiter(t), meter,
+                                            policy=RetryPolicy.of(t, spec.run), budget=budget)
+                        for name, t in spec.teachers.items()}
             executor = UnitExecutor(self.store, job_id, spec, instructor, teachers, worker=self.settings.worker_name,
                                     lease_seconds=self.settings.lease_seconds)
             self.jobs[job_id] = JobRuntime(spec, executor, spec_json)

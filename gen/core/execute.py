@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from gen.config import JobSpec
 from gen.conversation import conversation_problem
 from gen.core.journal import DbJournal
-from gen.errors import AuthError, OutputRejected, TeacherError, TeacherUnavailable, Unreachable
+from gen.errors import AuthError, BudgetExhausted, OutputRejected, TeacherError, TeacherUnavailable, Unreachable
 from gen.instructors import Instructor, UnitInput
 from gen.neardup import NearDupIndex
 from gen.store import Store, UnitState
@@ -56,8 +56,7 @@ class UnitExecutor:
         if unit is None:
             return UnitResult(unit_id, None)
         journal = await DbJournal.open(self.store, self.job_id, unit_id, first_attempt=unit.attempts == 1)
-        bound = {name: UnitTeacher(t, journal, output_attempts=self.spec.run.output_attempts)
-                 for name, t in self.teachers.items()}
+        bound = {name: UnitTeacher(t, journal) for name, t in self.teachers.items()}
         try:
             records = await self.instructor.run(UnitInput(unit.key, unit.seq, unit.payload), bound)
             for record in records:
@@ -79,6 +78,10 @@ class UnitExecutor:
             # Not this unit's fault: it goes back to pending and the driver stops asking this teacher.
             self.store.finish_unit(unit_id, UnitState.PENDING, error=str(exc))
             raise TeacherUnavailable(str(exc)) from None
+        except BudgetExhausted as exc:
+            # No call started past the budget: the unit waits, pending, for `gen resume` with a larger one.
+            await in_db_thread(self.store.finish_unit, unit_id, UnitState.PENDING, error=str(exc))
+            raise
         except TeacherError as exc:
             await in_db_thread(self.store.finish_unit, unit_id, UnitState.FAILED, error=str(exc), raw=exc.raw)
             return UnitResult(unit_id, UnitState.FAILED, error=str(exc))

@@ -4,11 +4,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from gen.budget import LocalBudget
 from gen.config import JobSpec
 from gen.core.execute import UnitExecutor
 from gen.core.progress import ProgressPrinter, Tally
 from gen.core.teachers import build_teachers, close_teachers
-from gen.errors import TeacherUnavailable
+from gen.errors import BudgetExhausted, TeacherUnavailable
 from gen.instructors import Instructor
 from gen.store import Store
 from gen.teacher import Meter
@@ -29,16 +30,19 @@ async def run_job_locally(store: Store, job_id: str, spec: JobSpec, instructor: 
     base = store.stats(job_id)
     tally = Tally(total=base.total_units, base=base, meter=meter)
     progress = ProgressPrinter(tally, every=progress_every, quiet=quiet)
-    teachers = build_teachers(spec, meter=meter)
+    budget = spec.run.budget_usd
+    shared_budget = LocalBudget(budget, already_spent=base.cost_usd) if budget is not None else None
+    teachers = build_teachers(spec, meter=meter, budget=shared_budget)
     executor = UnitExecutor(store, job_id, spec, instructor, teachers, worker="local")
     queue: asyncio.Queue[int] = asyncio.Queue()
     for uid in unit_ids:
         queue.put_nowait(uid)
-    budget = spec.run.budget_usd
     outcome = RunOutcome(tally)
 
     async def worker() -> None:
         while True:
+            if outcome.stopped_for:
+                return
             if budget is not None and base.cost_usd + meter.cost_usd >= budget:
                 outcome.stopped_for = f"budget reached: ${base.cost_usd + meter.cost_usd:.4f} of ${budget:.4f}"
                 return
@@ -46,7 +50,11 @@ async def run_job_locally(store: Store, job_id: str, spec: JobSpec, instructor: 
                 uid = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            result = await executor.execute(uid)
+            try:
+                result = await executor.execute(uid)
+            except BudgetExhausted as exc:  # every call reserves its cost first: none started past the budget
+                outcome.stopped_for = str(exc)
+                return
             tally.count(result.state, result.records, result.duplicates)
             progress.tick()
 

@@ -522,13 +522,15 @@ def test_local_limiter_paces_requests_at_the_stated_rpm():
     starts = asyncio.run(sequential())
     elapsed = time.monotonic() - started
     gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert min(gaps) >= 0.099, gaps
+    # Slots sit on an absolute timeline: a start a little late is followed by one a little less than an
+    # interval after it (no drift), but never by a burst, and the average holds the stated rate.
+    assert min(gaps) >= 0.05 and sum(gaps) / len(gaps) >= 0.099, gaps
     assert starts[-1] - starts[0] >= 1.89 and 1.89 <= elapsed < 4
 
     starts = asyncio.run(concurrent())
     assert starts[-1] - starts[0] >= 1.85
     gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert min(gaps) >= 0.099, gaps
+    assert min(gaps) >= 0.05 and sum(gaps) / len(gaps) >= 0.097, gaps
 
 
 def test_local_limiter_keeps_the_interval_after_a_late_wake_up():

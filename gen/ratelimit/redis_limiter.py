@@ -25,7 +25,7 @@ REDIS_WAIT_LIMIT = 120.0  # seconds a call waits for an unreachable Redis before
 # Shared by the scripts below: the adaptive pace kept in a hash (the rules of gen.ratelimit.pace, in Lua).
 # Fields per dimension d ('r' requests, 't' tokens): d_cap (HEADROOM x announced limit), d_base and d_since
 # (the rate after the last decrease, and when); last_dec (when the last decrease happened); epoch (bumped
-# whenever the pace was lowered or a pause extended, so that callers sleeping on an older plan re-plan).
+# whenever the pace was lowered, so that callers sleeping on a slot of the older, faster plan plan again).
 PACE_LIB = """
 local function now_()
   local t = redis.call('TIME')
@@ -94,17 +94,13 @@ redis.call('SET', KEYS[1], string.format('%.6f', value), 'EX', tonumber(ARGV[2])
 return 1
 """
 
-# KEYS: pause-until, pace. ARGV: seconds, ttl. Only ever extends a pause; an extension bumps the epoch.
+# KEYS: pause-until. ARGV: seconds, ttl. Only ever extends a pause.
 PAUSE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local until_ = now + tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if until_ > current then
-  redis.call('SET', KEYS[1], string.format('%.6f', until_), 'EX', tonumber(ARGV[2]))
-  redis.call('HINCRBY', KEYS[2], 'epoch', 1)
-  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
-end
+if until_ > current then redis.call('SET', KEYS[1], string.format('%.6f', until_), 'EX', tonumber(ARGV[2])) end
 return 1
 """
 
@@ -200,8 +196,8 @@ class RedisRateLimiter(RateLimiter):
                 if float(wait) <= 0:
                     break
                 await asyncio.sleep(float(wait))
-                # A pace lowered or a pause extended while we slept (a 429, a header, anywhere in the fleet):
-                # this slot was planned on the old pace, so plan again rather than go out in a burst.
+                # The pace was lowered while we slept (a 429 or a header, anywhere in the fleet): this slot was
+                # planned on the old, faster pace, so plan again rather than go out in a burst.
                 current = await self._script(self.redis.hget, None, [self.keys[3], "epoch"])
                 if str(current or "0") == epoch:
                     break
@@ -219,7 +215,7 @@ class RedisRateLimiter(RateLimiter):
             self._slots.release()
 
     async def pause(self, seconds: float) -> None:
-        await self._script(self._pause, [self.keys[2], self.keys[3]], [seconds, self.ttl])
+        await self._script(self._pause, [self.keys[2]], [seconds, self.ttl])
 
     async def announce(self, limit_requests: int | None, limit_tokens: int | None) -> None:
         if self.adaptive:

@@ -232,8 +232,9 @@ class TeacherClient:
             raise
         used = completion.usage.total_tokens or None
         await self.limiter.release(permit, used)
-        await self.limiter.observe(HeaderHint.from_headers(completion.headers), estimate)
-        outcome.latency_ms = int((time.monotonic() - started) * 1000)
+        elapsed = time.monotonic() - started
+        await self.limiter.observe(HeaderHint.from_headers(completion.headers), estimate, elapsed=elapsed)
+        outcome.latency_ms = int(elapsed * 1000)
         outcome.status = completion.status
         outcome.text = completion.text
         outcome.finish_reason = completion.finish_reason

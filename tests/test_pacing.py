@@ -188,7 +188,8 @@ def test_announced_limits_alone_lower_the_pace_before_any_429():
 
 
 def test_a_429_storm_in_gen_run_costs_at_most_half_a_refusal_per_answer():
-    with Simulator(SimConfig(latency=0.01, rpm=REAL_RPM, seed=42)) as sim:
+    # Answers take 0.3 s: at the stated pace, six calls are out before the first answer's headers are read.
+    with Simulator(SimConfig(latency=0.3, rpm=REAL_RPM, seed=42)) as sim:
         spec = spec_for(sim)
         replies, journals, teacher = run_units(
             spec, lambda: LocalRateLimiter(rpm=STATED_RPM, max_concurrency=spec.max_concurrency), 40)
@@ -216,7 +217,7 @@ def fleet_limiter(url: str, spec: TeacherSpec):
 
 def test_a_429_storm_across_a_fleet_costs_at_most_half_a_refusal_per_answer(redis_server):
     workers, per_worker = 3, 10
-    with Simulator(SimConfig(latency=0.01, rpm=REAL_RPM, seed=43)) as sim:
+    with Simulator(SimConfig(latency=0.3, rpm=REAL_RPM, seed=43)) as sim:
         spec = spec_for(sim)
         results: dict[int, tuple] = {}
         errors: list[BaseException] = []

@@ -87,14 +87,15 @@ class RateLimiter(ABC):
     async def pause(self, seconds: float) -> None:
         """A 429 said wait: nobody using this teacher sends until then."""
 
-    async def observe(self, hint: HeaderHint | None, next_tokens: int) -> None:
+    async def observe(self, hint: HeaderHint | None, next_tokens: int, *, elapsed: float = 0.0) -> None:
         """After an answer: adopt a lower `x-ratelimit-limit-*` as the pace, and hold off on
-        `x-ratelimit-remaining-*` at zero before the provider has to refuse."""
+        `x-ratelimit-remaining-*` at zero before the provider has to refuse. `elapsed`: seconds since the call
+        was sent (the provider's reset durations count from when it received the request, not from its answer)."""
         if hint is None:
             return
         if hint.limit_requests or hint.limit_tokens:
             await self.announce(hint.limit_requests, hint.limit_tokens)
-        wait = hint.pause_needed(next_tokens)
+        wait = hint.pause_needed(next_tokens) - elapsed
         if wait > 0:
             await self.pause(wait)
 

@@ -99,6 +99,7 @@ class Pace:
         if limit_tokens:
             lowered |= self.tokens.announce(limit_tokens, now)
         if lowered:
+            self.last_decrease = now  # calls sent before this were at the old pace: their 429s are not news
             self.changes += 1
         return lowered
 

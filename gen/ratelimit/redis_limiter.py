@@ -135,6 +135,10 @@ for _, d in ipairs({'r', 't'}) do
     end
   end
 end
+if lowered then  -- calls sent before this were at the old pace: their 429s are not news
+  h['last_dec'] = now
+  redis.call('HSET', KEYS[2], 'last_dec', fmt(now))
+end
 if mode == 'refused' and granted >= (h['last_dec'] or 0) then
   local any = false
   for _, d in ipairs({'r', 't'}) do

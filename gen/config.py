@@ -85,6 +85,34 @@ class RunSettings:
     budget_usd: float | None = None
 
 
+# --- retry policy: every retry, backoff and timeout setting of a teacher, in one place -----------------------
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one teacher's calls are retried, built from the job file. Providers, `TeacherClient` and `UnitTeacher`
+    read their settings here and nowhere else (the SDKs' own retries stay off: gen retries one layer up).
+
+    attempts: retries of a failed call (5xx, timeouts, connection errors, malformed or cut answers), after the
+      first (`teachers.X.max_retries`); 429s do not use them up.
+    backoff_base / backoff_cap: exponential backoff with jitter between those retries, in seconds.
+    call_timeout: seconds one HTTP call may take (`teachers.X.timeout`).
+    max_rate_limited_waits: 429s one call may wait out before it gives up.
+    output_attempts: answers asked for before an output that fails validation rejects the unit
+      (`run.output_attempts`).
+    """
+
+    attempts: int = 6
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    call_timeout: float = 120.0
+    max_rate_limited_waits: int = 200
+    output_attempts: int = 3
+
+    @classmethod
+    def of(cls, teacher: TeacherSpec, run: RunSettings | None = None) -> "RetryPolicy":
+        run = run or RunSettings()
+        return cls(attempts=teacher.max_retries, call_timeout=teacher.timeout, output_attempts=run.output_attempts)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """A validated job file. `instructor` holds the instructor block as written (type, count, options)."""

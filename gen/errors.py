@@ -52,11 +52,12 @@ class TeacherError(GenError):
     retryable = True
 
     def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
-                 raw: str | None = None):
+                 raw: str | None = None, rate_headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
         self.raw = raw
+        self.rate_headers = rate_headers or {}  # the response's `x-ratelimit-*` headers (limits, never keys)
 
 
 class RateLimited(TeacherError):
@@ -125,4 +126,4 @@ class Draining(GenError):
 
 
 class BudgetExhausted(GenError):
-    """The job's budget_usd has been reached."""
+    """The job's budget_usd has been reached: no new call starts (the unit goes back to pending)."""

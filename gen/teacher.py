@@ -1,9 +1,11 @@
 """A teacher: one provider behind one rate limiter, with retries, structured outputs and a record of every call.
 
 Two layers:
-- `Teacher` is shared by every unit of a job. `exchange()` sends one request through the limiter and retries
-  transport failures (429 honouring Retry-After, 5xx, timeouts, connection errors, malformed bodies, answers cut
-  at max_tokens) with exponential backoff and jitter. Every HTTP exchange is handed to the unit's journal.
+- `TeacherClient` is shared by every unit of a job. `exchange()` reserves the call's estimated cost from the
+  job's budget (if any), sends one request through the limiter and retries transport failures (429 honouring
+  Retry-After and lowering the pace, 5xx, timeouts, connection errors, malformed bodies, answers cut at
+  max_tokens) with exponential backoff and jitter, all as the teacher's `RetryPolicy` says. Every HTTP exchange
+  is handed to the unit's journal.
 - `UnitTeacher` is what an instructor receives. `chat()` asks for text or for JSON valid against a schema,
   retries outputs that fail validation, and replays answers the journal already holds, so a unit that is run
   again (after Ctrl-C, a crash, a redelivery) never pays twice for a call that was already accepted.
@@ -19,16 +21,14 @@ from dataclasses import dataclass, field
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from gen.config import TeacherSpec
-from gen.errors import (BadRequest, MalformedResponse, OutputRejected, RateLimited, ResponseFormatUnsupported,
-                        TeacherError, Truncated)
+from gen.budget import Budget, Reservation
+from gen.config import RetryPolicy, TeacherSpec
+from gen.errors import (BadRequest, Draining, LeaseLost, MalformedResponse, OutputRejected, RateLimited,
+                        ResponseFormatUnsupported, TeacherError, Truncated)
 from gen.providers.base import Provider
 from gen.ratelimit.base import HeaderHint, RateLimiter
 from gen.schemas import first_problem, validator_for_schema_text
 from gen.types import ChatRequest, Check, Completion, Message, Reply, estimate_prompt_tokens
-
-MAX_RATE_LIMITED_WAITS = 200  # 429s do not use up max_retries, but a call gives up after this many
-
 
 @dataclass
 class CallOutcome:
@@ -102,9 +102,9 @@ class Meter:
         self.cost_usd += outcome.cost_usd
 
 
-def backoff_delay(attempt: int, retry_after: float | None, *, base: float = 0.5, cap: float = 30.0,
+def backoff_delay(attempt: int, retry_after: float | None, *, base: float, cap: float,
                   rng: random.Random = random.Random()) -> float:
-    """Exponential backoff with jitter; never sooner than the provider's Retry-After."""
+    """Exponential backoff with jitter (base and cap from the RetryPolicy); never sooner than Retry-After."""
     delay = min(cap, base * (2 ** attempt)) * rng.uniform(0.5, 1.0)
     if retry_after is not None:
         delay = max(delay, retry_after + rng.uniform(0, 0.1 + retry_after * 0.1))
@@ -136,87 +136,129 @@ def schema_prompt(schema_text: str) -> str:
 
 
 class TeacherClient:
-    """Shared by all units of a job: the provider, its limiter, its retry policy and its structured-output mode."""
+    """Shared by all units of a job: the provider, its limiter, its retry policy, the job's budget and its
+    structured-output mode."""
 
     def __init__(self, spec: TeacherSpec, provider: Provider, limiter: RateLimiter, meter: Meter | None = None, *,
-                 sleep=asyncio.sleep):
+                 policy: RetryPolicy | None = None, budget: Budget | None = None, sleep=asyncio.sleep):
         self.spec = spec
         self.name = spec.name
         self.provider = provider
         self.limiter = limiter
         self.meter = meter or Meter()
+        self.policy = policy or RetryPolicy.of(spec)
+        self.budget = budget
         self.json_mode = spec.structured_output == "json_object"  # switched on when a server refuses json_schema
         self._sleep = sleep
         self._rng = random.Random()
+
+    def estimated_cost(self, messages: list[Message], params: dict[str, Any]) -> float:
+        """An upper bound on one call's cost: the prompt's estimated tokens and the whole of max_tokens."""
+        return self.spec.prices.cost(estimate_prompt_tokens(messages),
+                                     int(params.get("max_tokens") or self.spec.max_tokens))
+
+    def _backoff(self, attempt: int, retry_after: float | None, *, base: float | None = None) -> float:
+        return backoff_delay(attempt, retry_after, base=self.policy.backoff_base if base is None else base,
+                             cap=self.policy.backoff_cap, rng=self._rng)
 
     async def exchange(self, messages: list[Message], *, journal: Journal, key: str, occurrence: int,
                        params: dict[str, Any], response_format: dict[str, Any] | None
                        ) -> tuple[Completion, CallOutcome]:
         """One answer, retrying transport failures. Failures are recorded here; the answer's outcome is returned
-        unrecorded, for the caller to record with its verdict."""
+        unrecorded, for the caller to record with its verdict. Raises BudgetExhausted, before sending, when the
+        job's budget cannot hold another call."""
         estimate = estimate_prompt_tokens(messages) + int(params.get("max_tokens", 256) * 0.5)
+        policy = self.policy
         attempt = retries = limited = 0
         while True:
             attempt += 1
-            request = ChatRequest(self.spec.model, messages, params, response_format, self.spec.timeout)
-            permit = await self.limiter.acquire(estimate)
-            started = time.monotonic()
+            reservation = await self.budget.reserve(self.estimated_cost(messages, params)) if self.budget else None
             outcome = CallOutcome(self.name, self.spec.model, params, messages, key, occurrence, attempt, 0)
             try:
-                async with journal.sending():  # refused (drain, lost lease) before anything is sent
-                    completion = await self.provider.complete(request)
+                completion = await self._send(messages, params, response_format, estimate, outcome, journal)
             except TeacherError as exc:
-                await self.limiter.release(permit, None)
-                self._fill_error(outcome, exc, started)
-                await journal.record_call(outcome)
-                self.meter.add(outcome)
+                await self._settle(reservation, outcome.cost_usd)
                 if isinstance(exc, ResponseFormatUnsupported) and response_format is not None:
                     raise
                 if isinstance(exc, RateLimited):
                     limited += 1
                     # The provider said how long: wait that (plus jitter), not an ever-growing backoff.
                     wait = (exc.retry_after + self._rng.uniform(0.05, 0.1 + exc.retry_after * 0.1)
-                            if exc.retry_after is not None else backoff_delay(min(limited, 5), None, rng=self._rng))
+                            if exc.retry_after is not None else self._backoff(min(limited, 5), None))
                     await self.limiter.pause(wait)
-                    if limited >= MAX_RATE_LIMITED_WAITS:
+                    if limited >= policy.max_rate_limited_waits:
                         raise
                     await self._sleep(wait)
                     continue
-                if not exc.retryable or retries >= self.spec.max_retries:
+                if not exc.retryable or retries >= policy.attempts:
                     raise
-                await self._sleep(backoff_delay(retries, exc.retry_after, rng=self._rng))
+                await self._sleep(self._backoff(retries, exc.retry_after))
                 retries += 1
                 continue
-            except BaseException as exc:  # cancelled (Ctrl-C, a unit timeout) or an adapter bug: never keep the slot
-                await self.limiter.release(permit, None)
-                if isinstance(exc, asyncio.CancelledError):
-                    # The provider may bill a request we stopped waiting for: keep it on the record.
-                    outcome.latency_ms = int((time.monotonic() - started) * 1000)
-                    outcome.error, outcome.error_kind = "cancelled before the answer arrived", "Cancelled"
-                    await asyncio.shield(journal.record_call(outcome))
+            except (Draining, LeaseLost):  # refused before sending: nothing was spent
+                await self._settle(reservation, 0.0)
                 raise
-            used = completion.usage.total_tokens or None
-            await self.limiter.release(permit, used)
-            await self.limiter.observe(HeaderHint.from_headers(completion.headers), estimate)
-            outcome.latency_ms = int((time.monotonic() - started) * 1000)
-            outcome.status = completion.status
-            outcome.text = completion.text
-            outcome.finish_reason = completion.finish_reason
-            outcome.prompt_tokens = completion.usage.prompt_tokens
-            outcome.completion_tokens = completion.usage.completion_tokens
-            outcome.cost_usd = self.spec.prices.cost(outcome.prompt_tokens, outcome.completion_tokens)
-            if completion.finish_reason == "length":
-                outcome.error = f"answer cut at max_tokens={params.get('max_tokens')} (finish_reason=length)"
-                outcome.error_kind = "Truncated"
-            self.meter.add(outcome)
+            except BaseException:
+                # Cancelled with the request possibly sent: the provider may bill it, so it stays counted.
+                await asyncio.shield(self._settle(reservation, outcome.cost_usd or (reservation.amount
+                                                                                     if reservation else 0.0)))
+                raise
+            await self._settle(reservation, outcome.cost_usd)
             if outcome.error_kind == "Truncated":
                 await journal.record_call(outcome)
-                if retries >= self.spec.max_retries:
+                if retries >= policy.attempts:
                     raise Truncated(f"teacher '{self.name}': {outcome.error}", raw=completion.text)
                 retries += 1
-                await self._sleep(backoff_delay(0, None, base=0.1, rng=self._rng))
+                await self._sleep(self._backoff(0, None, base=0.1))
                 continue
             return completion, outcome
+
+    async def _send(self, messages: list[Message], params: dict[str, Any], response_format: dict[str, Any] | None,
+                    estimate: int, outcome: CallOutcome, journal: Journal) -> Completion:
+        """One HTTP exchange through the limiter. A failure is recorded (and teaches the limiter) before it is
+        raised; an answer fills `outcome`."""
+        request = ChatRequest(self.spec.model, messages, params, response_format, self.policy.call_timeout)
+        permit = await self.limiter.acquire(estimate)
+        started = time.monotonic()
+        try:
+            async with journal.sending():  # refused (drain, lost lease) before anything is sent
+                completion = await self.provider.complete(request)
+        except TeacherError as exc:
+            await self.limiter.release(permit, None)
+            if isinstance(exc, RateLimited):
+                await self.limiter.refused(permit, HeaderHint.from_headers(exc.rate_headers))
+            self._fill_error(outcome, exc, started)
+            await journal.record_call(outcome)
+            self.meter.add(outcome)
+            raise
+        except BaseException as exc:  # cancelled (Ctrl-C, a unit timeout) or an adapter bug: never keep the slot
+            await self.limiter.release(permit, None)
+            if isinstance(exc, asyncio.CancelledError):
+                # The provider may bill a request we stopped waiting for: keep it on the record.
+                outcome.latency_ms = int((time.monotonic() - started) * 1000)
+                outcome.error, outcome.error_kind = "cancelled before the answer arrived", "Cancelled"
+                await asyncio.shield(journal.record_call(outcome))
+            raise
+        used = completion.usage.total_tokens or None
+        await self.limiter.release(permit, used)
+        elapsed = time.monotonic() - started
+        await self.limiter.observe(HeaderHint.from_headers(completion.headers), estimate, elapsed=elapsed)
+        outcome.latency_ms = int(elapsed * 1000)
+        outcome.status = completion.status
+        outcome.text = completion.text
+        outcome.finish_reason = completion.finish_reason
+        outcome.prompt_tokens = completion.usage.prompt_tokens
+        outcome.completion_tokens = completion.usage.completion_tokens
+        outcome.cost_usd = self.spec.prices.cost(outcome.prompt_tokens, outcome.completion_tokens)
+        if completion.finish_reason == "length":
+            outcome.error = f"answer cut at max_tokens={params.get('max_tokens')} (finish_reason=length)"
+            outcome.error_kind = "Truncated"
+        self.meter.add(outcome)
+        return completion
+
+    async def _settle(self, reservation: Reservation | None, actual_usd: float) -> None:
+        if reservation is not None:
+            await self.budget.settle(reservation, actual_usd)
 
     def _fill_error(self, outcome: CallOutcome, exc: TeacherError, started: float) -> None:
         outcome.latency_ms = int((time.monotonic() - started) * 1000)
@@ -234,10 +276,10 @@ class TeacherClient:
 class UnitTeacher:
     """The teacher as one unit sees it: bound to the unit's journal, so calls are recorded and replayable."""
 
-    def __init__(self, teacher: TeacherClient, journal: Journal, *, output_attempts: int = 3):
+    def __init__(self, teacher: TeacherClient, journal: Journal, *, output_attempts: int | None = None):
         self.teacher = teacher
         self.journal = journal
-        self.output_attempts = output_attempts
+        self.output_attempts = output_attempts or teacher.policy.output_attempts
         self.call_ids: list[int] = []
         self._occurrences: dict[str, int] = {}
 

@@ -186,7 +186,9 @@ def test_budget_stops_dispatch_and_resume_with_a_higher_budget_finishes(fleet, t
     prices = "    prices: {input_per_million: 100000, output_per_million: 100000}\n"
     with Simulator(SimConfig(latency=0.05)) as sim:
         fleet.start(1, concurrency=1)
-        text_ = sim_job(sim.base_url, prompts=30, concurrency=1, extra_teacher=prices, run="run:\n  budget_usd: 20\n")
+        # max_tokens bounds each call's reserved cost (budget by reservation): $0.1 x (prompt + 150) < $20
+        text_ = sim_job(sim.base_url, prompts=30, concurrency=1, extra_teacher="    max_tokens: 150\n" + prices,
+                        run="run:\n  budget_usd: 20\n")
         job_id = fleet.enqueue(write_job(tmp_path / "j.yml", text_))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and fleet.store.get_job(job_id).status != "stopped":

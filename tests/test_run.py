@@ -153,7 +153,8 @@ def _wait_for_db(tmp_path, timeout: float = 30) -> bool:
 def test_budget_stops_a_local_run_and_raising_it_in_the_file_continues_the_same_job(tmp_path):
     prices = "    prices: {input_per_million: 100000, output_per_million: 100000}\n"
     with Simulator(SimConfig(latency=0.0)) as sim:
-        text_ = sim_job(sim.base_url, prompts=20, concurrency=1, extra_teacher=prices)
+        # max_tokens bounds each call's reserved cost (budget by reservation): $0.1 x (prompt + 150) < $20
+        text_ = sim_job(sim.base_url, prompts=20, concurrency=1, extra_teacher="    max_tokens: 150\n" + prices)
         job = write_job(tmp_path / "j.yml", text_ + "run:\n  budget_usd: 20\n")
         first = gen_cmd("run", str(job), "-q")
         assert first.returncode == 1 and "budget reached" in first.stderr

@@ -13,6 +13,7 @@ import time
 
 import redis.asyncio as aioredis
 
+from gen.budget import RedisBudget
 from gen.config import JobSpec, TeacherSpec
 from gen.core.fleet import Supervisor
 from gen.core.jobs import load_instructor
@@ -151,7 +152,12 @@ class WorkerRuntime:
             spec = JobSpec.from_json(spec_json)
             instructor = load_instructor(spec, database_url=self.settings.database_url)
             spec.check_keys()
-            run = JobRun(self.store, job_id, spec, instructor, leases=self.leases, limiter_factory=self._limiter)
+            budget = None
+            if spec.run.budget_usd is not None:  # fleet-wide, seeded from what the database says was spent
+                spent = await in_db_thread(self.store.job_cost, job_id)
+                budget = RedisBudget(self.redis, job_id, spec.run.budget_usd, already_spent=spent)
+            run = JobRun(self.store, job_id, spec, instructor, leases=self.leases, limiter_factory=self._limiter,
+                         budget=budget)
             self.runs[job_id] = (spec_json, run)
             if cached is not None:
                 await cached[1].close()

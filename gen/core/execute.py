@@ -67,7 +67,7 @@ class UnitExecutor:
     async def _run(self, unit, lease) -> UnitResult:  # noqa: ANN001
         unit_id, token = unit.id, lease.token
         journal = await DbJournal.open(self.store, self.job_id, lease, self.gate, first_attempt=unit.attempts == 1)
-        bound = {name: UnitTeacher(t, journal, output_attempts=self.spec.run.output_attempts)
+        bound = {name: UnitTeacher(t, journal)
                  for name, t in self.teachers.items()}
 
         def call_ids() -> list[int]:
@@ -95,6 +95,7 @@ class UnitExecutor:
             await self._back_to_pending(unit_id, token, "interrupted before its next call")
             return UnitResult(unit_id, UnitState.PENDING, error="interrupted")
         except BudgetExhausted as exc:
+            # No call started past the budget: the unit waits, pending, for `gen resume` with a larger one.
             await self._back_to_pending(unit_id, token, str(exc))
             raise
         except (Unreachable, AuthError) as exc:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gen.budget import Budget
 from gen.config import JobSpec
 from gen.core.execute import UnitExecutor, UnitResult
 from gen.core.journal import CallGate
@@ -83,13 +84,13 @@ class JobRun:
 
     def __init__(self, store: Store, job_id: str, spec: JobSpec, instructor: Instructor, *, leases: LeaseKeeper,
                  limiter_factory: LimiterFactory = local_limiter, meter: Meter | None = None,
-                 gate: CallGate | None = None):
+                 gate: CallGate | None = None, budget: Budget | None = None):
         self.store = store
         self.job_id = job_id
         self.spec = spec
         self.meter = meter or Meter()
         instructor.services.seen = NearDupIndex(store, job_id)  # shared by every worker of the job
-        self.teachers = build_teachers(spec, meter=self.meter, limiter_factory=limiter_factory)
+        self.teachers = build_teachers(spec, meter=self.meter, limiter_factory=limiter_factory, budget=budget)
         self.executor = UnitExecutor(store, job_id, spec, instructor, self.teachers, leases=leases, gate=gate)
         self._spent_in_db = 0.0
         self._meter_at_read = 0.0

@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from gen.budget import LocalBudget
 from gen.config import JobSpec
 from gen.core.journal import CallGate
 from gen.core.lease import LeaseKeeper
@@ -50,7 +51,10 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
     leases = LeaseKeeper(store, driver, LOCAL_LEASE_SECONDS)
     store.set_job_status(job.id, JobState.ACTIVE)
     store.release_running(job.id, worker_prefix="local:")
-    run = JobRun(store, job.id, spec, instructor, leases=leases, gate=gate)
+    budget = None
+    if spec.run.budget_usd is not None:  # every call reserves its cost first: none starts past the budget
+        budget = LocalBudget(spec.run.budget_usd, already_spent=store.job_cost(job.id))
+    run = JobRun(store, job.id, spec, instructor, leases=leases, gate=gate, budget=budget)
     base = store.stats(job.id)
     tally = Tally(total=max(job.unit_count, base.total_units), base=base, meter=run.meter)
     progress = ProgressPrinter(tally, every=progress_every, quiet=quiet)

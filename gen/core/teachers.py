@@ -5,7 +5,8 @@ import asyncio
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from gen.config import JobSpec, TeacherSpec
+from gen.budget import Budget
+from gen.config import JobSpec, RetryPolicy, TeacherSpec
 from gen.errors import TeacherUnavailable
 from gen.providers import make_provider
 from gen.ratelimit import LocalRateLimiter, RateLimiter
@@ -18,11 +19,13 @@ def local_limiter(spec: TeacherSpec) -> RateLimiter:
     return LocalRateLimiter(rpm=spec.rpm, tpm=spec.tpm, max_concurrency=spec.max_concurrency)
 
 
-def build_teachers(job: JobSpec, *, meter: Meter, limiter_factory: LimiterFactory = local_limiter
-                   ) -> dict[str, TeacherClient]:
-    """One TeacherClient per name in the job file. Raises MissingKeyError before anything is sent."""
+def build_teachers(job: JobSpec, *, meter: Meter, limiter_factory: LimiterFactory = local_limiter,
+                   budget: Budget | None = None) -> dict[str, TeacherClient]:
+    """One TeacherClient per name in the job file, all drawing from the job's `budget` (if any).
+    Raises MissingKeyError before anything is sent."""
     job.check_keys()
-    return {name: TeacherClient(spec, make_provider(spec), limiter_factory(spec), meter)
+    return {name: TeacherClient(spec, make_provider(spec), limiter_factory(spec), meter,
+                                policy=RetryPolicy.of(spec, job.run), budget=budget)
             for name, spec in job.teachers.items()}
 
 

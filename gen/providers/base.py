@@ -39,6 +39,11 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
     return None
 
 
+def rate_limit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """Only the `x-ratelimit-*` headers: what the limiter learns the provider's limits from."""
+    return {k.lower(): v for k, v in (headers or {}).items() if k.lower().startswith("x-ratelimit-")}
+
+
 def _error_message(body: str | None) -> str:
     if not body:
         return ""
@@ -67,7 +72,7 @@ def error_for_status(status: int, body: str | None, headers: Mapping[str, str] |
     if status == 429:
         wait = retry_after_seconds(headers)
         return RateLimited(f"teacher '{teacher}': rate limited (HTTP 429){suffix}", status=status,
-                           retry_after=wait, raw=body)
+                           retry_after=wait, raw=body, rate_headers=rate_limit_headers(headers))
     if status in (401, 403):
         return AuthError(f"teacher '{teacher}': the API key was refused (HTTP {status}){suffix}", status=status)
     if status in (408, 409) or status >= 500:

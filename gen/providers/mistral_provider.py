@@ -6,7 +6,7 @@ import logging
 import httpx2
 from mistralai.client import Mistral, errors
 
-from gen.config import TeacherSpec
+from gen.config import RetryPolicy, TeacherSpec
 from gen.errors import CallTimeout, MalformedResponse, Unreachable
 from gen.providers.base import Provider, error_for_status
 from gen.providers.openai_provider import http_client, refused
@@ -41,10 +41,10 @@ class MistralProvider(Provider):
         self.teacher = spec.name
         self.server_url = server_root(spec.base_url, teacher=spec.name)
         self.shown_url = redact_url(self.server_url or "https://api.mistral.ai")
-        # No retry_config: the SDK does not retry unless asked; gen retries one layer up.
+        # No retry_config: the SDK does not retry unless asked; gen retries one layer up (gen.config.RetryPolicy).
         self.http = http_client(spec)
         self.client = Mistral(api_key=spec.api_key(), server_url=self.server_url,
-                              timeout_ms=int(spec.timeout * 1000), async_client=self.http)
+                              timeout_ms=int(RetryPolicy.of(spec).call_timeout * 1000), async_client=self.http)
 
     async def complete(self, request: ChatRequest) -> Completion:
         kwargs = {_PARAM_NAMES.get(k, k): v for k, v in request.params.items()}

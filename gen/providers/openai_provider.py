@@ -8,7 +8,7 @@ import aiohttp
 import httpx2
 import openai
 
-from gen.config import TeacherSpec
+from gen.config import RetryPolicy, TeacherSpec
 from gen.errors import CallTimeout, MalformedResponse, Unreachable
 from gen.providers.base import Provider, error_for_status
 from gen.secrets import redact_url, scrub
@@ -21,9 +21,11 @@ class OpenAIProvider(Provider):
     def __init__(self, spec: TeacherSpec):
         self.teacher = spec.name
         self.shown_url = redact_url(spec.base_url or "https://api.openai.com/v1")
-        # gen retries and rate-limits one layer up: the SDK's own retries are off so the two don't multiply.
+        # gen retries and rate-limits one layer up (gen.config.RetryPolicy): the SDK's own retries are off so the
+        # two don't multiply, and its timeout is the policy's.
         self.client = openai.AsyncOpenAI(
-            api_key=spec.api_key(), base_url=spec.base_url or None, max_retries=0, timeout=spec.timeout,
+            api_key=spec.api_key(), base_url=spec.base_url or None, max_retries=0,
+            timeout=RetryPolicy.of(spec).call_timeout,
             http_client=http_client(spec),
         )
 
@@ -93,4 +95,4 @@ def parse_chat_completion(body: bytes, *, status: int, headers: dict[str, str], 
 def http_client(spec: TeacherSpec):
     """The SDK's aiohttp transport: httpcore's pool scans every pooled connection on each request (a socket
     probe each), which dominates CPU at hundreds of calls in flight; aiohttp's pool does not."""
-    return openai.DefaultAioHttpClient(timeout=spec.timeout)
+    return openai.DefaultAioHttpClient(timeout=RetryPolicy.of(spec).call_timeout)

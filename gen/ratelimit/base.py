@@ -41,6 +41,8 @@ class HeaderHint:
     remaining_tokens: int | None = None
     reset_requests: float | None = None
     reset_tokens: float | None = None
+    limit_requests: int | None = None  # the provider's own limits per minute (`x-ratelimit-limit-*`)
+    limit_tokens: int | None = None
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str] | None) -> "HeaderHint | None":
@@ -58,7 +60,8 @@ class HeaderHint:
 
         return cls(as_int("x-ratelimit-remaining-requests"), as_int("x-ratelimit-remaining-tokens"),
                    parse_duration(h.get("x-ratelimit-reset-requests")),
-                   parse_duration(h.get("x-ratelimit-reset-tokens")))
+                   parse_duration(h.get("x-ratelimit-reset-tokens")),
+                   as_int("x-ratelimit-limit-requests"), as_int("x-ratelimit-limit-tokens"))
 
     def pause_needed(self, next_tokens: int) -> float:
         """Seconds to hold off so the provider never has to refuse us (0 when there is headroom)."""
@@ -84,12 +87,34 @@ class RateLimiter(ABC):
     async def pause(self, seconds: float) -> None:
         """A 429 said wait: nobody using this teacher sends until then."""
 
-    async def observe(self, hint: HeaderHint | None, next_tokens: int) -> None:
-        """Slow down on `x-ratelimit-remaining-*` before the provider has to refuse."""
-        if hint is not None:
-            wait = hint.pause_needed(next_tokens)
-            if wait > 0:
-                await self.pause(wait)
+    async def observe(self, hint: HeaderHint | None, next_tokens: int, *, elapsed: float = 0.0) -> None:
+        """After an answer: adopt a lower `x-ratelimit-limit-*` as the pace, and hold off on
+        `x-ratelimit-remaining-*` at zero before the provider has to refuse. `elapsed`: seconds since the call
+        was sent (the provider's reset durations count from when it received the request, not from its answer)."""
+        if hint is None:
+            return
+        if hint.limit_requests or hint.limit_tokens:
+            await self.announce(hint.limit_requests, hint.limit_tokens)
+        wait = hint.pause_needed(next_tokens) - elapsed
+        if wait > 0:
+            await self.pause(wait)
+
+    async def refused(self, permit: Permit, hint: HeaderHint | None) -> None:
+        """A 429 for the call `permit` started: learn the announced limit and lower the pace (AIMD).
+        The caller still pauses for the provider's Retry-After."""
+        if hint is not None and (hint.limit_requests or hint.limit_tokens):
+            await self.announce(hint.limit_requests, hint.limit_tokens)
+        await self.lower_pace(permit.granted_at)
+
+    async def announce(self, limit_requests: int | None, limit_tokens: int | None) -> None:
+        """The provider's own limits per minute; a limiter that adapts paces below them. Default: ignored."""
+
+    async def lower_pace(self, granted_at: float) -> None:
+        """Multiplicative decrease after a 429 for a call started at `granted_at`. Default: ignored."""
+
+    async def current_rpm(self) -> float | None:
+        """The requests per minute this limiter paces at now (None: no limit)."""
+        return None
 
     async def aclose(self) -> None:
         return None

@@ -113,7 +113,7 @@ def run(ctx: click.Context, file: Path, dry_run: bool, sim_latency: float, force
     from gen.core.run_command import run_job_file
 
     code = run_job_file(ctx.obj["db"], file, dry_run=dry_run, sim_latency=sim_latency, force_new=force_new,
-                        quiet=quiet)
+                        quiet=quiet, restore_interrupt=False)
     sys.exit(code)
 
 

@@ -149,6 +149,9 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
     finally:
         if handled:
             loop.remove_signal_handler(signal.SIGINT)
+            # Wrapping up takes a moment (threads, the summary): more Ctrl-C presses now change nothing. The
+            # caller (gen.core.run_command) restores the default handler when it is done.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         stop_planning.set()
         for task in (ticker, renewer, feeder, *workers):
             task.cancel()

@@ -26,7 +26,25 @@ def say(message: str) -> None:
 
 
 def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency: float = 0.2,
-                 force_new: bool = False, quiet: bool = False, progress_every: float | None = None) -> int:
+                 force_new: bool = False, quiet: bool = False, progress_every: float | None = None,
+                 restore_interrupt: bool = True) -> int:
+    """Run a job file in this process; returns the exit code. Once a run has drained after Ctrl-C, further
+    presses are ignored while it wraps up; `restore_interrupt` gives Ctrl-C back its default meaning after
+    (the `gen` command does not: it exits right away, and a second press must not turn exit 130 into a
+    traceback)."""
+    try:
+        return _run_job_file(db_url, file, dry_run=dry_run, sim_latency=sim_latency, force_new=force_new,
+                             quiet=quiet, progress_every=progress_every)
+    finally:
+        import signal
+        import threading
+
+        if restore_interrupt and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _run_job_file(db_url: str, file: Path, *, dry_run: bool, sim_latency: float, force_new: bool, quiet: bool,
+                  progress_every: float | None) -> int:
     spec = read_job_file(file)
     instructor = load_instructor(spec, database_url=db_url)
     next(iter(instructor.plan()), None)  # inputs read and checked before anything is written
@@ -65,6 +83,7 @@ def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency:
         try:
             outcome = asyncio.run(run_job_locally(store, job, spec, instructor, quiet=quiet,
                                                   progress_every=progress_every))
+            _ignore_interrupts_while_wrapping_up()  # asyncio.run put the default handler back on its way out
         except KeyboardInterrupt:
             stats = store.stats(job.id)
             say(f"stopped at once: {stats.finished_units} of {stats.total_units} units finished and kept; calls "
@@ -90,6 +109,14 @@ def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency:
         fmt = "dpo-trl" if store.record_counts(job.id).get("pair") else "messages"
         say(f"export with: gen export {job.id} -o {spec.name}.jsonl --format {fmt}")
         return 0
+
+
+def _ignore_interrupts_while_wrapping_up() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # SIG_IGN: interpreter shutdown keeps it, a function it resets
 
 
 def _pid_of(holder: str) -> str:

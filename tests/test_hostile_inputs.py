@@ -208,7 +208,7 @@ def test_export_writes_through_a_symlink_to_a_regular_file(finished_job, tmp_pat
     assert result.returncode == 0, result.stderr
     assert os.path.islink(tmp_path / "train.jsonl")
     lines = target.read_text().splitlines()
-    assert len(lines) == 2 and all("conversations" in json.loads(line) for line in lines)
+    assert len(lines) == 2 and all("messages" in json.loads(line) for line in lines)
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o640
 
 

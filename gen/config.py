@@ -21,9 +21,17 @@ DEFAULT_BASE_URL = {"openai": "https://api.openai.com/v1", "mistral": "https://a
 class Prices:
     input_per_million: float = 0.0
     output_per_million: float = 0.0
+    # Batch APIs (mode: batch): default half the online price, as OpenAI and Mistral charge.
+    batch_input_per_million: float | None = None
+    batch_output_per_million: float | None = None
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / 1e6
+
+    def batch_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        inp = self.input_per_million / 2 if self.batch_input_per_million is None else self.batch_input_per_million
+        out = self.output_per_million / 2 if self.batch_output_per_million is None else self.batch_output_per_million
+        return (prompt_tokens * inp + completion_tokens * out) / 1e6
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,15 @@ class TeacherSpec:
     max_retries: int = 6
     structured_output: str = "auto"
     prices: Prices = field(default_factory=Prices)
+    mode: str = "online"            # "batch": requests go through the provider's batch API (gen.batching)
+    batch_window: float = 5.0       # seconds a batch gathers requests before it is sent
+    batch_max_requests: int = 50_000
+
+    def call_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """The priced cost of one call in this teacher's mode (batch prices in batch mode)."""
+        if self.mode == "batch":
+            return self.prices.batch_cost(prompt_tokens, completion_tokens)
+        return self.prices.cost(prompt_tokens, completion_tokens)
 
     @property
     def key_env(self) -> str | None:

@@ -204,7 +204,7 @@ class TeacherClient:
             outcome.finish_reason = completion.finish_reason
             outcome.prompt_tokens = completion.usage.prompt_tokens
             outcome.completion_tokens = completion.usage.completion_tokens
-            outcome.cost_usd = self.spec.prices.cost(outcome.prompt_tokens, outcome.completion_tokens)
+            outcome.cost_usd = self.spec.call_cost(outcome.prompt_tokens, outcome.completion_tokens)
             if completion.finish_reason == "length":
                 outcome.error = f"answer cut at max_tokens={params.get('max_tokens')} (finish_reason=length)"
                 outcome.error_kind = "Truncated"

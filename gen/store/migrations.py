@@ -77,6 +77,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "planned_units": ("INTEGER NOT NULL DEFAULT 0", "INTEGER NOT NULL DEFAULT 0"),
         "planning_done": ("BOOLEAN NOT NULL DEFAULT 1", "BOOLEAN NOT NULL DEFAULT TRUE"),
     }), _index("ix_units_job_seq", "units", "job_id, seq"))),
+    Migration("0005_batches", _create_model_tables("batch_submissions", "batch_requests")),
 )
 
 

@@ -145,3 +145,6 @@ class NearDuplicate(SQLModel, table=True):
     similarity: float = 0.0
     text: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+from gen.store import batches as _batches  # noqa: E402,F401  (provider batch tables: gen.store.batches)

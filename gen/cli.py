@@ -200,6 +200,12 @@ def cancel(ctx: click.Context, job: str) -> None:
         raise UsageError(f"job {found.id} is {found.status}: nothing to cancel")
     click.echo(f"gen cancel: job {found.id} cancelled; units in flight finish; `gen resume {found.id}` continues it",
                err=True)
+    from gen.batching.report import cancel_batches
+    from gen.config import JobSpec
+
+    cancelled = cancel_batches(store, found.id, JobSpec.from_json(found.spec))
+    if cancelled:
+        click.echo(f"gen cancel: {cancelled} provider batches cancelled", err=True)
 
 
 @cli.command()

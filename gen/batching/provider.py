@@ -22,7 +22,7 @@ from typing import Any
 from gen.batching.apis import BatchAPI, make_batch_api, parse_result_lines
 from gen.batching.scope import CURRENT_UNIT, UnitScope
 from gen.config import TeacherSpec
-from gen.errors import BadRequest, ServerError
+from gen.errors import BadRequest, Draining, ServerError
 from gen.providers.base import Provider
 from gen.providers.openai_provider import parse_chat_completion
 from gen.store import batches as db
@@ -32,6 +32,7 @@ from gen.types import ChatRequest, Completion
 log = logging.getLogger("gen.batching")
 FIRST_POLL = 0.25     # seconds after submitting; then x1.5 each poll up to MAX_POLL
 MAX_POLL = 60.0
+CANCELLED = "cancelled:"
 
 
 def request_identity(job_id: str, unit_id: int, teacher: str, body: dict[str, Any]) -> str:
@@ -90,6 +91,8 @@ class BatchingProvider(Provider):
         finally:
             self._claimed.discard(custom_id)
             self._waiting.pop(custom_id, None)
+        if not ok and text.startswith(CANCELLED):
+            raise Draining(f"teacher '{self.spec.name}': {text}")  # gen cancel: the unit goes back to pending
         if not ok:
             raise ServerError(f"teacher '{self.spec.name}': request {text}")
         return parse_chat_completion(text.encode("utf-8"), status=200, headers={}, teacher=self.spec.name)
@@ -156,6 +159,9 @@ class BatchingProvider(Provider):
             if file_id:
                 results.update(parse_result_lines(await self._download(file_id)))
         status = state.status.lower()
+        if status == "cancelled":
+            for custom_id in self._members.get(batch_id, set()) - set(results):
+                results[custom_id] = (False, f"{CANCELLED} batch {batch_id} was cancelled")
         await in_db_thread(db.record_results, scope.store, batch_id=batch_id, status=status, results=results)
         for custom_id in self._members.pop(batch_id, set()):
             if custom_id in results:

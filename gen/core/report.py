@@ -51,6 +51,9 @@ def status_lines(store: Store, job: Job) -> list[str]:
         f"  rate     {d['calls_per_minute']} calls/min, {d['units_per_minute']} units/min over the last minute; "
         f"ETA {format_seconds(d['eta_seconds']) if d['eta_seconds'] is not None else '?'}",
     ]
+    from gen.batching.report import batch_status_lines
+
+    lines += batch_status_lines(store, job.id)  # mode: batch teachers: batches in flight
     problems = store.units(job.id, UnitState.REJECTED)[:3] + store.units(job.id, UnitState.FAILED)[:3]
     for unit in problems:
         lines.append(f"  {unit.state} unit {unit.key}: {unit.last_error}")

@@ -19,6 +19,7 @@ from conftest import gen_cmd, sim_job, write_job
 from gen.simulator import SimConfig, Simulator
 from gen.store import Store, UnitState
 from gen.store import batches as batch_db
+from test_fleet import fleet  # noqa: F401  (the fixture)
 
 
 def batch_config(sim, **patch) -> dict:
@@ -268,3 +269,21 @@ def test_gen_cancel_cancels_the_providers_batches(tmp_path):
     assert stats["batches_cancelled"] == 1 and stats["batches_created"] == 1  # nothing resubmitted after cancel
     assert [s.status for s in batch_db.submissions(store, job_id=job_id)] == ["cancelled"]
     assert store.stats(job_id).units[UnitState.DONE] == 0
+
+
+def test_a_worker_killed_with_batches_in_flight_resubmits_nothing_on_the_fleet(fleet, tmp_path):  # noqa: F811
+    with Simulator(SimConfig(latency=0.0, seed=5)) as sim:
+        batch_config(sim, delay=3.0)
+        victim, = fleet.start(1)
+        job_id = fleet.enqueue(write_job(tmp_path / "f.yml", sim_job(sim.base_url, prompts=6,
+                                                                     extra_teacher=teacher_extra(window=0.3))))
+        wait_for(lambda: batch_db.submissions(fleet.store, job_id=job_id)
+                 and sum(s.requests for s in batch_db.submissions(fleet.store, job_id=job_id)) == 6, timeout=60)
+        victim.kill()
+        assert fleet.store.stats(job_id).units[UnitState.DONE] == 0, "the kill must land while batches are in flight"
+        fleet.start(1)
+        units = fleet.wait_finished(job_id)
+        stats = batch_stats(sim)
+    assert units[UnitState.DONE] == 6 and fleet.store.stats(job_id).records == 6
+    assert stats["requests_in_batches"] == 6  # the new worker waited for the killed worker's batches
+    assert all(s.status == "completed" for s in batch_db.submissions(fleet.store, job_id=job_id))

@@ -10,6 +10,8 @@ down, a worker lost with its prefetched messages. A stall costs a delay, never a
 """
 from __future__ import annotations
 
+import sys
+
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -62,6 +64,10 @@ def enqueue_job_file(db_url: str, file: Path, dispatcher: Dispatcher, *, queue: 
                              f"{stats.total_units} units finished): `gen resume {existing.id}` continues it, "
                              "`gen enqueue --new` starts another")
         job = open_job(store, spec, instructor, resume=False, queue=queue).job
+        from gen.core.estimate import estimate_for_new_job, one_line
+
+        print(f"gen enqueue: {one_line(estimate_for_new_job(store, job.id, spec, instructor, file_hash=spec.spec_hash))}",
+              file=sys.stderr, flush=True)
         plan_units(store, job.id, instructor, start=0,
                    on_chunk=lambda ids: dispatch(store, dispatcher, job.id, ids, queue))
         return store.get_job(job.id) or job

@@ -54,6 +54,9 @@ def status_lines(store: Store, job: Job) -> list[str]:
     from gen.batching.report import batch_status_lines
 
     lines += batch_status_lines(store, job.id)  # mode: batch teachers: batches in flight
+    from gen.core.estimate import estimate_status_line
+
+    lines += estimate_status_line(store, job.id, d["cost_usd"])  # the estimate the job was created with
     problems = store.units(job.id, UnitState.REJECTED)[:3] + store.units(job.id, UnitState.FAILED)[:3]
     for unit in problems:
         lines.append(f"  {unit.state} unit {unit.key}: {unit.last_error}")

@@ -30,6 +30,7 @@ def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency:
     spec = read_job_file(file)
     instructor = load_instructor(spec, database_url=db_url)
     next(iter(instructor.plan()), None)  # inputs read and checked before anything is written
+    file_hash = spec.spec_hash  # the job file's own (a dry run re-points the teachers)
     with contextlib.ExitStack() as stack:
         if dry_run:
             from gen.simulator import SimConfig, Simulator
@@ -56,6 +57,9 @@ def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency:
         stack.callback(store.release_driver, job.id, f"local:{me}")
         if opened.created:
             say(f"job {job.id} ('{spec.name}', {spec.instructor_type}): planning its units")
+            from gen.core.estimate import estimate_for_new_job, one_line
+
+            say(one_line(estimate_for_new_job(store, job.id, spec, instructor, file_hash=file_hash)))
         else:
             stats = store.stats(job.id)
             say(f"resuming job {job.id} ('{spec.name}'): {stats.finished_units} of {stats.total_units} units "

@@ -111,6 +111,7 @@ class JobSpec:
     source: str = "<job>"
     base_dir: str = "."
     dry_run: bool = False
+    target: int | None = None  # instructor.target: plan in waves until this many records pass (gen.core.target)
 
     def to_json(self) -> dict[str, Any]:
         """What the database keeps of the job: the spec as validated (key variable names only, never keys)."""
@@ -154,7 +155,7 @@ class JobSpec:
         return cls(
             name=data["name"], instructor_type=data["instructor_type"], instructor=data["instructor"],
             teachers=teachers, run=RunSettings(**data.get("run") or {}), description=data.get("description", ""),
-            base_dir=data.get("base_dir", "."), dry_run=data.get("dry_run", False),
+            base_dir=data.get("base_dir", "."), dry_run=data.get("dry_run", False), target=data.get("target"),
         )
 
 
@@ -188,10 +189,15 @@ def parse_job(data: Any, *, label: str = "<job>", base_dir: str = ".") -> JobSpe
     for name, raw in data["teachers"].items():
         prices = Prices(**(raw.get("prices") or {}))
         teachers[name] = TeacherSpec(name=name, **{**raw, "prices": prices})
+    target = data["instructor"].get("target")
+    instructor = {k: v for k, v in data["instructor"].items() if k not in ("type", "target")}
+    if target is not None and "count" not in instructor:
+        instructor["count"] = target * 10  # target mode: the plan may hold up to 10 units (or items) per record
     return JobSpec(
         name=data["name"],
         instructor_type=data["instructor"]["type"],
-        instructor={k: v for k, v in data["instructor"].items() if k != "type"},
+        instructor=instructor,
+        target=target,
         teachers=teachers,
         run=RunSettings(**(data.get("run") or {})),
         description=data.get("description", ""),

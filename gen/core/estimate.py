@@ -125,6 +125,8 @@ def planned_units(instructor: Instructor) -> tuple[int, list[Any]]:
 
 def pattern_estimate(spec: JobSpec, instructor: Instructor) -> JobEstimate:
     units, payloads = planned_units(instructor)
+    if spec.target is not None:
+        units = min(units, spec.target)  # target mode: at one record per unit (a sample measures the yield)
     sizes = [estimate_tokens(json.dumps(p, ensure_ascii=False)) for p in payloads] or [0]
     per_call_in = statistics.fmean(sizes) + PROMPT_OVERHEAD_TOKENS
     declared = dict(type(instructor).calls_per_unit)
@@ -166,7 +168,7 @@ async def sample_estimate(spec: JobSpec, instructor: Instructor, n: int) -> JobE
     with tempfile.TemporaryDirectory(prefix="gen-estimate-") as scratch:
         store = Store(f"sqlite:///{Path(scratch) / 'sample.db'}")
         try:
-            sample_spec = replace(spec, name=f"{spec.name}-sample")
+            sample_spec = replace(spec, name=f"{spec.name}-sample", target=None)
             sampled = FirstUnits(instructor, n)
             job = open_job(store, sample_spec, sampled, resume=False).job  # type: ignore[arg-type]
             job = store.get_job(job.id) or job
@@ -194,6 +196,12 @@ async def sample_estimate(spec: JobSpec, instructor: Instructor, n: int) -> JobE
             continue
         teachers.append(TeacherEstimate(name, *ranges))
     rejected = stats.units[UnitState.REJECTED]
+    if spec.target is not None and stats.records:  # target mode: the units the target needs at the sample's yield
+        needed = min(units, math.ceil(spec.target * ran / stats.records))
+        teachers = [TeacherEstimate(t.teacher, *(r.scaled(needed / units) for r in
+                                                  (t.calls, t.input_tokens, t.output_tokens, t.usd)))
+                    for t in teachers]
+        units = needed
     return JobEstimate(spec.name, units, "sample", teachers, sampled_units=len(done_units),
                        sample_usd=stats.cost_usd, rejection_rate=rejected / ran, records_per_unit=stats.records / ran)
 

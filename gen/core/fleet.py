@@ -50,6 +50,9 @@ def enqueue_job_file(db_url: str, file: Path, dispatcher: Dispatcher, *, queue: 
     """Validate, record the job, plan its units in chunks and dispatch each chunk as it is planned (the first
     calls leave while a large job is still being planned). Refusals write nothing."""
     spec = read_job_file(file)
+    if spec.target is not None:
+        raise UsageError(f"{file}: instructor.target (target mode) runs with `gen run` for now; the fleet plans "
+                         "a fixed count: use instructor.count with gen enqueue")
     instructor = load_instructor(spec, database_url=db_url)
     next(iter(instructor.plan()), None)  # inputs read and checked before anything is written
     if check_keys:

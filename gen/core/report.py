@@ -57,6 +57,9 @@ def status_lines(store: Store, job: Job) -> list[str]:
     from gen.core.estimate import estimate_status_line
 
     lines += estimate_status_line(store, job.id, d["cost_usd"])  # the estimate the job was created with
+    from gen.core.target import target_status_line
+
+    lines += target_status_line(store, job.id, job.spec.get("target"))  # target mode: accepted / target
     problems = store.units(job.id, UnitState.REJECTED)[:3] + store.units(job.id, UnitState.FAILED)[:3]
     for unit in problems:
         lines.append(f"  {unit.state} unit {unit.key}: {unit.last_error}")

@@ -79,6 +79,13 @@ def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency:
         say(f"job {job.id}: {stats.units[UnitState.DONE]} units done, {stats.units[UnitState.REJECTED]} rejected, "
             f"{failed} failed; {stats.records} records ({stats.duplicates} duplicates dropped); "
             f"{stats.calls} calls, ${stats.cost_usd:.4f}")
+        if spec.target is not None:
+            from gen.core.target import accepted_records
+
+            accepted = accepted_records(store, job.id)
+            say(f"target: {min(accepted, spec.target)} of {spec.target} records accepted"
+                + ("" if accepted >= spec.target or outcome.stopped_for or outcome.interrupted
+                   else "; the plan ran out first (raise instructor.count)"))
         if outcome.interrupted:
             say(f"interrupted: the {outcome.drained_calls} calls in flight finished and were recorded; "
                 f"{stats.finished_units} of {stats.total_units} units are finished and kept, the rest are pending; "

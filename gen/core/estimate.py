@@ -29,6 +29,7 @@ from gen.types import estimate_tokens
 
 PROMPT_OVERHEAD_TOKENS = 120   # instructions and formatting an instructor adds around a unit's input
 SAMPLED_INPUTS = 200           # units whose input size is measured for the pattern estimate
+RUN_START_LIMIT = 100_000     # units counted for the estimate line at the start of gen run / gen enqueue
 Z = 1.64                       # ~90% two-sided
 
 
@@ -77,7 +78,8 @@ class JobEstimate:
 
     def one_line(self) -> str:
         calls = Range(sum(t.calls.low for t in self.teachers), sum(t.calls.high for t in self.teachers))
-        return (f"estimate ({self.method}): {self.units} units, {_n(calls.low)}-{_n(calls.high)} calls, "
+        first = "the first " if any("covers the first" in n for n in self.notes) else ""
+        return (f"estimate ({self.method}): {first}{self.units} units, {_n(calls.low)}-{_n(calls.high)} calls, "
                 f"{_usd(self.usd.low)}-{_usd(self.usd.high)}")
 
     def lines(self) -> list[str]:
@@ -112,19 +114,24 @@ def _usd(value: float) -> str:
     return f"${value:.4f}" if value < 10 else f"${value:,.2f}"
 
 
-def planned_units(instructor: Instructor) -> tuple[int, list[Any]]:
-    """How many units the instructor plans, and the payloads of the first few."""
+def planned_units(instructor: Instructor, limit: int = MAX_UNITS) -> tuple[int, list[Any]]:
+    """How many units the instructor plans (counting stops past `limit`), and the payloads of the first few."""
     first: list[Any] = []
     count = 0
-    for unit in itertools.islice(instructor.plan(), MAX_UNITS + 1):
+    for unit in itertools.islice(instructor.plan(), limit + 1):
         if count < SAMPLED_INPUTS:
             first.append(unit.payload)
         count += 1
     return count, first
 
 
-def pattern_estimate(spec: JobSpec, instructor: Instructor) -> JobEstimate:
-    units, payloads = planned_units(instructor)
+def pattern_estimate(spec: JobSpec, instructor: Instructor, *, limit: int = MAX_UNITS) -> JobEstimate:
+    """`limit`: count at most this many units (the line at the start of a run must not read a huge plan twice)."""
+    units, payloads = planned_units(instructor, limit)
+    notes = []
+    if units > limit:
+        units = limit
+        notes.append(f"the plan holds more than {limit:,} units: this covers the first {limit:,} only")
     if spec.target is not None:
         units = min(units, spec.target)  # target mode: at one record per unit (a sample measures the yield)
     sizes = [estimate_tokens(json.dumps(p, ensure_ascii=False)) for p in payloads] or [0]
@@ -142,7 +149,7 @@ def pattern_estimate(spec: JobSpec, instructor: Instructor) -> JobEstimate:
         usd = Range(teacher.call_cost(int(inp.low), int(out.low)), teacher.call_cost(int(inp.high), int(out.high)))
         teachers.append(TeacherEstimate(name, calls_r, inp, out, usd))
     return JobEstimate(spec.name, units, "pattern", teachers,
-                       notes=["from the call pattern only: run `gen estimate FILE --sample N` for a measured range"])
+                       notes=notes + ["from the call pattern only: run `gen estimate FILE --sample N` for a measured range"])
 
 
 class FirstUnits:
@@ -240,7 +247,7 @@ def estimate_for_new_job(store, job_id: str, spec: JobSpec, instructor: Instruct
             s.merge(Meta(key=f"estimate:{job_id}", value=json.dumps(sampled)))
             s.commit()
         return sampled
-    estimate = pattern_estimate(spec, instructor)
+    estimate = pattern_estimate(spec, instructor, limit=RUN_START_LIMIT)
     save_estimate(store, job_id, estimate)
     return estimate
 

@@ -287,3 +287,32 @@ def test_a_worker_killed_with_batches_in_flight_resubmits_nothing_on_the_fleet(f
     assert units[UnitState.DONE] == 6 and fleet.store.stats(job_id).records == 6
     assert stats["requests_in_batches"] == 6  # the new worker waited for the killed worker's batches
     assert all(s.status == "completed" for s in batch_db.submissions(fleet.store, job_id=job_id))
+
+
+def test_a_batch_over_the_byte_limit_is_split_into_files_under_it(tmp_path, sim):
+    import asyncio
+
+    from gen.batching.provider import BatchingProvider
+    from gen.batching.scope import CURRENT_UNIT, UnitScope
+    from gen.config import TeacherSpec
+    from gen.types import ChatRequest
+
+    batch_config(sim, delay=0.05, max_bytes=2_000)  # the simulated provider refuses larger files
+    store = Store(f"sqlite:///{tmp_path / 'b.db'}")
+    spec = TeacherSpec(name="main", provider="openai-compatible", model="sim-1", base_url=sim.base_url,
+                       mode="batch", batch_window=0.2)
+
+    async def ask_all() -> list:
+        provider = BatchingProvider(spec)
+        provider.api.max_bytes = 2_000  # what this provider's files may hold
+        CURRENT_UNIT.set(UnitScope(store, "job1", 1))
+        try:
+            return await asyncio.gather(*(provider.complete(ChatRequest(
+                "sim-1", [{"role": "user", "content": f"question {i}: " + "x" * 300}])) for i in range(12)))
+        finally:
+            await provider.aclose()
+
+    answers = asyncio.run(ask_all())
+    assert len(answers) == 12 and all(a.text for a in answers)
+    sizes = [s.requests for s in batch_db.submissions(store, job_id="job1")]
+    assert sum(sizes) == 12 and len(sizes) >= 3 and batch_stats(sim)["batches_created"] == len(sizes)

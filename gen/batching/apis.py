@@ -89,20 +89,19 @@ class OpenAIBatchAPI(BatchAPI):
         self.teacher = spec.name
         self.client = openai.AsyncOpenAI(api_key=spec.api_key(), base_url=spec.base_url or None, max_retries=2,
                                          timeout=spec.timeout)
-        self._openai = openai
 
     def line(self, custom_id: str, body: dict[str, Any]) -> bytes:
         return (json.dumps({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}) + "\n").encode()
 
     async def submit(self, lines: list[bytes]) -> str:
-        with _sdk_errors(self.teacher, self._openai):
+        with SdkErrors(self.teacher):
             uploaded = await self.client.files.create(file=("gen-batch.jsonl", b"".join(lines)), purpose="batch")
             batch = await self.client.batches.create(input_file_id=uploaded.id, endpoint=ENDPOINT,
                                                      completion_window="24h")
         return batch.id
 
     async def retrieve(self, batch_id: str) -> BatchState:
-        with _sdk_errors(self.teacher, self._openai):
+        with SdkErrors(self.teacher):
             batch = await self.client.batches.retrieve(batch_id)
         counts = batch.request_counts
         return BatchState(batch.status, batch.status in ("completed", "failed", "expired", "cancelled"),
@@ -110,12 +109,12 @@ class OpenAIBatchAPI(BatchAPI):
                           (counts.completed + counts.failed) if counts else 0)
 
     async def download(self, file_id: str) -> bytes:
-        with _sdk_errors(self.teacher, self._openai):
+        with SdkErrors(self.teacher):
             content = await self.client.files.content(file_id)
         return content.content
 
     async def cancel(self, batch_id: str) -> None:
-        with _sdk_errors(self.teacher, self._openai):
+        with SdkErrors(self.teacher):
             await self.client.batches.cancel(batch_id)
 
     async def aclose(self) -> None:
@@ -138,7 +137,7 @@ class MistralBatchAPI(BatchAPI):
         return (json.dumps({"custom_id": custom_id, "body": body}) + "\n").encode()
 
     async def submit(self, lines: list[bytes]) -> str:
-        with _mistral_errors(self.teacher):
+        with SdkErrors(self.teacher):
             uploaded = await self.client.files.upload_async(
                 file={"file_name": "gen-batch.jsonl", "content": b"".join(lines)}, purpose="batch")
             job = await self.client.batch.jobs.create_async(input_files=[uploaded.id], model=self.model,
@@ -146,7 +145,7 @@ class MistralBatchAPI(BatchAPI):
         return job.id
 
     async def retrieve(self, batch_id: str) -> BatchState:
-        with _mistral_errors(self.teacher):
+        with SdkErrors(self.teacher):
             job = await self.client.batch.jobs.get_async(job_id=batch_id)
         status = str(job.status)
         return BatchState(status, status in ("SUCCESS", "FAILED", "TIMEOUT_EXCEEDED", "CANCELLED"),
@@ -154,12 +153,12 @@ class MistralBatchAPI(BatchAPI):
                           job.completed_requests)
 
     async def download(self, file_id: str) -> bytes:
-        with _mistral_errors(self.teacher):
+        with SdkErrors(self.teacher):
             response = await self.client.files.download_async(file_id=file_id)
             return await response.aread()
 
     async def cancel(self, batch_id: str) -> None:
-        with _mistral_errors(self.teacher):
+        with SdkErrors(self.teacher):
             await self.client.batch.jobs.cancel_async(job_id=batch_id)
 
 
@@ -167,11 +166,11 @@ def make_batch_api(spec: TeacherSpec) -> BatchAPI:
     return MistralBatchAPI(spec) if spec.provider == "mistral" else OpenAIBatchAPI(spec)
 
 
-class _sdk_errors:
-    """SDK failures as gen's retryable TeacherError, never with a key in the message."""
+class SdkErrors:
+    """Around an SDK call: its failures become gen's retryable TeacherError, never with a key in the message."""
 
-    def __init__(self, teacher: str, openai_module: Any):
-        self.teacher, self.openai = teacher, openai_module
+    def __init__(self, teacher: str):
+        self.teacher = teacher
 
     def __enter__(self) -> None:
         return None
@@ -182,7 +181,3 @@ class _sdk_errors:
         status = getattr(exc, "status_code", None)
         raise TeacherError(f"teacher '{self.teacher}': batch API call failed ({type(exc).__name__}"
                            + (f", HTTP {status}" if status else "") + ")", status=status) from None
-
-
-def _mistral_errors(teacher: str) -> _sdk_errors:
-    return _sdk_errors(teacher, None)

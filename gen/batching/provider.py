@@ -9,6 +9,9 @@ the provider's request and byte limits. Each batch is recorded with its custom_i
 its output and error files resolve every waiting request by custom_id. A request that failed inside a batch
 (error file, expired, cancelled) raises a retryable `ServerError`, so `TeacherClient` sends it again in a later
 batch exactly like an online retry, with its attempts counted.
+
+Known gap: a process killed between the provider creating a batch and the database recording it (one round
+trip) leaves that batch unknown to gen; its requests are sent again by the next run.
 """
 from __future__ import annotations
 

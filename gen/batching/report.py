@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from gen.batching.apis import make_batch_api
 from gen.config import JobSpec
 from gen.store import batches as db
 from gen.store.models import utcnow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gen.store import Store
 
 
 def _age(seconds: float) -> str:
@@ -14,7 +18,7 @@ def _age(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def batch_status_lines(store, job_id: str) -> list[str]:  # noqa: ANN001
+def batch_status_lines(store: "Store", job_id: str) -> list[str]:
     """One line per batch in flight (submitted, counts, age, next poll), after a summary; nothing when the job
     never used a batch."""
     rows = db.submissions(store, job_id=job_id)
@@ -36,7 +40,7 @@ def batch_status_lines(store, job_id: str) -> list[str]:  # noqa: ANN001
     return lines
 
 
-def cancel_batches(store, job_id: str, spec: JobSpec) -> int:  # noqa: ANN001
+def cancel_batches(store: "Store", job_id: str, spec: JobSpec) -> int:
     """Cancel the job's batches still in flight at their providers; how many were cancelled. A batch the
     provider no longer knows is marked cancelled too (nothing more will come from it)."""
     rows = db.submissions(store, job_id=job_id, in_flight_only=True)

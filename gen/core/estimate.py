@@ -20,12 +20,15 @@ import statistics
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gen.config import JobSpec
 from gen.instructors import Instructor
 from gen.instructors.base import MAX_UNITS
 from gen.types import estimate_tokens
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gen.store import Store
 
 PROMPT_OVERHEAD_TOKENS = 120   # instructions and formatting an instructor adds around a unit's input
 SAMPLED_INPUTS = 200           # units whose input size is measured for the pattern estimate
@@ -219,7 +222,7 @@ def _extrapolate(values: list[float], units: int) -> Range:
     return Range(max(0.0, mean - spread) * units, (mean + spread) * units)
 
 
-def save_estimate(store, job_id: str, estimate: JobEstimate) -> None:  # noqa: ANN001
+def save_estimate(store: "Store", job_id: str, estimate: JobEstimate) -> None:
     from gen.store.models import Meta
 
     with store.session() as s:
@@ -227,7 +230,7 @@ def save_estimate(store, job_id: str, estimate: JobEstimate) -> None:  # noqa: A
         s.commit()
 
 
-def saved_estimate(store, key: str) -> dict[str, Any] | None:  # noqa: ANN001
+def saved_estimate(store: "Store", key: str) -> dict[str, Any] | None:
     from gen.store.models import Meta
 
     with store.session() as s:
@@ -235,7 +238,7 @@ def saved_estimate(store, key: str) -> dict[str, Any] | None:  # noqa: ANN001
         return json.loads(row.value) if row else None
 
 
-def estimate_for_new_job(store, job_id: str, spec: JobSpec, instructor: Instructor, *,  # noqa: ANN001
+def estimate_for_new_job(store: "Store", job_id: str, spec: JobSpec, instructor: Instructor, *,
                          file_hash: str) -> JobEstimate | dict:
     """At job creation: the last sampled estimate of this job file (`gen estimate --sample`, saved under the
     file's spec hash) if there is one, else the call-pattern one; kept with the job for `gen status`."""
@@ -287,7 +290,7 @@ def run_estimate_command(db_url: str, file: Path, *, sample: int = 0, dry_run: b
     return estimate
 
 
-def estimate_status_line(store, job_id: str, actual_usd: float) -> list[str]:  # noqa: ANN001
+def estimate_status_line(store: "Store", job_id: str, actual_usd: float) -> list[str]:
     data = saved_estimate(store, job_id)
     if data is None:
         return []

@@ -10,12 +10,15 @@ Plain functions with keyword-only arguments; each is one short transaction.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from sqlalchemy import Column, Text, update
 from sqlmodel import Field, SQLModel, select
 
 from gen.store.models import utcnow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gen.store.store import Store
 
 
 class BatchSubmission(SQLModel, table=True):
@@ -49,18 +52,18 @@ class BatchRequest(SQLModel, table=True):
 OPEN_STATES = ("submitted", "answered", "failed")
 
 
-def queue_request(store, *, custom_id: str, identity: str, job_id: str, unit_id: int, teacher: str) -> None:  # noqa: ANN001
+def queue_request(store: "Store", *, custom_id: str, identity: str, job_id: str, unit_id: int, teacher: str) -> None:
     with store.session() as s:
         s.add(BatchRequest(custom_id=custom_id, identity=identity, job_id=job_id, unit_id=unit_id, teacher=teacher))
         s.commit()
 
 
-def count_identity(store, *, identity: str) -> int:  # noqa: ANN001
+def count_identity(store: "Store", *, identity: str) -> int:
     with store.session() as s:
         return len(s.exec(select(BatchRequest.custom_id).where(BatchRequest.identity == identity)).all())
 
 
-def open_requests(store, *, identity: str) -> list[tuple[str, str, Optional[str], Optional[str]]]:  # noqa: ANN001
+def open_requests(store: "Store", *, identity: str) -> list[tuple[str, str, Optional[str], Optional[str]]]:
     """(custom_id, state, batch_id, result) of the identity's submitted-but-unused requests, oldest first."""
     with store.session() as s:
         rows = s.exec(select(BatchRequest.custom_id, BatchRequest.state, BatchRequest.batch_id,
@@ -70,7 +73,7 @@ def open_requests(store, *, identity: str) -> list[tuple[str, str, Optional[str]
         return [tuple(r) for r in rows]
 
 
-def record_submission(store, *, batch_id: str, job_id: str, teacher: str, provider: str,  # noqa: ANN001
+def record_submission(store: "Store", *, batch_id: str, job_id: str, teacher: str, provider: str,
                       custom_ids: list[str], next_poll_in: float) -> None:
     """The batch and its requests, in one transaction."""
     with store.session() as s:
@@ -82,20 +85,20 @@ def record_submission(store, *, batch_id: str, job_id: str, teacher: str, provid
         s.commit()
 
 
-def batch_status(store, *, batch_id: str) -> Optional[str]:  # noqa: ANN001
+def batch_status(store: "Store", *, batch_id: str) -> Optional[str]:
     with store.session() as s:
         row = s.get(BatchSubmission, batch_id)
         return row.status if row else None
 
 
-def note_poll(store, *, batch_id: str, next_poll_in: float) -> None:  # noqa: ANN001
+def note_poll(store: "Store", *, batch_id: str, next_poll_in: float) -> None:
     with store.session() as s:
         s.execute(update(BatchSubmission).where(BatchSubmission.id == batch_id)
                .values(next_poll_at=utcnow() + timedelta(seconds=next_poll_in)))
         s.commit()
 
 
-def record_results(store, *, batch_id: str, status: str, results: dict[str, tuple[bool, str]]) -> None:  # noqa: ANN001
+def record_results(store: "Store", *, batch_id: str, status: str, results: dict[str, tuple[bool, str]]) -> None:
     """A finished batch: each request answered (True, body) or failed (False, reason); requests of the batch
     with no line are failed (expired, cancelled)."""
     with store.session() as s:
@@ -113,20 +116,20 @@ def record_results(store, *, batch_id: str, status: str, results: dict[str, tupl
         s.commit()
 
 
-def request_result(store, *, custom_id: str) -> tuple[str, Optional[str]] | None:  # noqa: ANN001
+def request_result(store: "Store", *, custom_id: str) -> tuple[str, Optional[str]] | None:
     with store.session() as s:
         row = s.get(BatchRequest, custom_id)
         return (row.state, row.result) if row else None
 
 
-def consume(store, *, custom_id: str) -> None:  # noqa: ANN001
+def consume(store: "Store", *, custom_id: str) -> None:
     """The answer was handed to its unit (it is in the journal from now on)."""
     with store.session() as s:
         s.execute(update(BatchRequest).where(BatchRequest.custom_id == custom_id).values(state="consumed"))
         s.commit()
 
 
-def submissions(store, *, job_id: str, in_flight_only: bool = False) -> list[BatchSubmission]:  # noqa: ANN001
+def submissions(store: "Store", *, job_id: str, in_flight_only: bool = False) -> list[BatchSubmission]:
     with store.session() as s:
         query = select(BatchSubmission).where(BatchSubmission.job_id == job_id)
         if in_flight_only:
@@ -134,7 +137,7 @@ def submissions(store, *, job_id: str, in_flight_only: bool = False) -> list[Bat
         return list(s.exec(query.order_by(BatchSubmission.created_at)).all())
 
 
-def mark_cancelled(store, *, batch_id: str) -> None:  # noqa: ANN001
+def mark_cancelled(store: "Store", *, batch_id: str) -> None:
     with store.session() as s:
         s.execute(update(BatchSubmission).where(BatchSubmission.id == batch_id)
                .values(status="cancelled", finished_at=utcnow(), next_poll_at=None))

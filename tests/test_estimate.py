@@ -2,6 +2,7 @@
 kept with the job and shown beside the actual cost."""
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -49,3 +50,5 @@ def test_a_sampled_estimate_is_within_25_percent_of_the_actual_cost(tmp_path, ex
     assert actual > 0 and abs(mid - actual) <= 0.25 * actual, (low, high, actual)
     status = gen_cmd("status", job.id)
     assert f"estimate ${low:.4f}-${high:.4f} (sample) beside ${actual:.4f} actual" in status.stdout
+    as_json = json.loads(gen_cmd("status", job.id, "--json").stdout)
+    assert as_json["estimate"]["method"] == "sample" and as_json["estimate"]["sampled_units"] == sample

@@ -31,7 +31,21 @@ def status_dict(store: Store, job: Job) -> dict[str, Any]:
         "calls_per_minute": calls_last_min, "units_per_minute": units_last_min, "eta_seconds": eta,
         "budget_usd": (job.spec.get("run") or {}).get("budget_usd"), "queue": job.queue,
         "near_duplicates": store.near_duplicates(job.id),
+        **_cost_fields(store, job),
     }
+
+
+def _cost_fields(store: Store, job: Job) -> dict[str, Any]:
+    """Batches in flight, the estimate the job was created with, target mode (gen.batching, gen.core.estimate,
+    gen.core.target)."""
+    from gen.core.estimate import saved_estimate
+    from gen.core.target import accepted_records
+    from gen.store import batches
+
+    target = job.spec.get("target")
+    return {"batches_in_flight": len(batches.submissions(store, job_id=job.id, in_flight_only=True)),
+            "estimate": saved_estimate(store, job.id), "target": target,
+            "accepted": accepted_records(store, job.id) if target else None}
 
 
 def status_lines(store: Store, job: Job) -> list[str]:

@@ -316,3 +316,32 @@ def test_a_batch_over_the_byte_limit_is_split_into_files_under_it(tmp_path, sim)
     assert len(answers) == 12 and all(a.text for a in answers)
     sizes = [s.requests for s in batch_db.submissions(store, job_id="job1")]
     assert sum(sizes) == 12 and len(sizes) >= 3 and batch_stats(sim)["batches_created"] == len(sizes)
+
+
+def test_a_mistral_teacher_in_batch_mode_goes_through_mistral_batch_jobs(tmp_path, sim, monkeypatch):
+    import asyncio
+
+    from gen.batching.provider import BatchingProvider
+    from gen.batching.scope import CURRENT_UNIT, UnitScope
+    from gen.config import TeacherSpec
+    from gen.types import ChatRequest
+
+    monkeypatch.setenv("MISTRAL_API_KEY", "sim-key")
+    batch_config(sim, delay=0.05)
+    store = Store(f"sqlite:///{tmp_path / 'm.db'}")
+    spec = TeacherSpec(name="user", provider="mistral", model="mistral-medium-latest", base_url=sim.server_url,
+                       mode="batch", batch_window=0.1)
+
+    async def ask() -> list:
+        provider = BatchingProvider(spec)
+        CURRENT_UNIT.set(UnitScope(store, "job2", 7))
+        try:
+            return await asyncio.gather(*(provider.complete(ChatRequest(
+                spec.model, [{"role": "user", "content": f"hello {i}"}], {"max_tokens": 40})) for i in range(3)))
+        finally:
+            await provider.aclose()
+
+    answers = asyncio.run(ask())
+    assert [a.model for a in answers] == ["mistral-medium-latest"] * 3 and all(a.text for a in answers)
+    endpoints = batch_stats(sim)["endpoints"]
+    assert endpoints["POST /v1/batch/jobs"] == 1 and "POST /v1/batches" not in endpoints

@@ -101,6 +101,23 @@ def validate(file: Path) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--sample", type=click.IntRange(min=0, max=10_000), default=0, show_default=True,
+              help="Run this many units for real (charged) and extrapolate their measured cost.")
+@click.option("--dry-run", is_flag=True, help="With --sample: the teachers are a simulator started here.")
+@click.option("--sim-latency", type=click.FloatRange(min=0), default=0.2, show_default=True)
+@click.pass_context
+@handle_errors
+def estimate(ctx: click.Context, file: Path, sample: int, dry_run: bool, sim_latency: float) -> None:
+    """Calls, tokens and dollars a job will cost, per teacher, low-high, before spending."""
+    from gen.core.estimate import run_estimate_command
+
+    result = run_estimate_command(ctx.obj["db"], file, sample=sample, dry_run=dry_run, sim_latency=sim_latency)
+    for line in result.lines():
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Point every teacher at a simulator started here: no keys, no cost.")
 @click.option("--sim-latency", type=click.FloatRange(min=0), default=0.2, show_default=True,
               help="With --dry-run: the simulator's answer latency in seconds.")
@@ -213,6 +230,12 @@ def cancel(ctx: click.Context, job: str) -> None:
         raise UsageError(f"job {found.id} is {found.status}: nothing to cancel")
     click.echo(f"gen cancel: job {found.id} cancelled; units in flight finish; `gen resume {found.id}` continues it",
                err=True)
+    from gen.batching.report import cancel_batches
+    from gen.config import JobSpec
+
+    cancelled = cancel_batches(store, found.id, JobSpec.from_json(found.spec))
+    if cancelled:
+        click.echo(f"gen cancel: {cancelled} provider batches cancelled", err=True)
 
 
 @cli.command()

@@ -22,9 +22,17 @@ DEFAULT_BASE_URL = {"openai": "https://api.openai.com/v1", "mistral": "https://a
 class Prices:
     input_per_million: float = 0.0
     output_per_million: float = 0.0
+    # Batch APIs (mode: batch): default half the online price, as OpenAI and Mistral charge.
+    batch_input_per_million: float | None = None
+    batch_output_per_million: float | None = None
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / 1e6
+
+    def batch_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        inp = self.input_per_million / 2 if self.batch_input_per_million is None else self.batch_input_per_million
+        out = self.output_per_million / 2 if self.batch_output_per_million is None else self.batch_output_per_million
+        return (prompt_tokens * inp + completion_tokens * out) / 1e6
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,15 @@ class TeacherSpec:
     max_retries: int = 6
     structured_output: str = "auto"
     prices: Prices = field(default_factory=Prices)
+    mode: str = "online"            # "batch": requests go through the provider's batch API (gen.batching)
+    batch_window: float = 5.0       # seconds a batch gathers requests before it is sent
+    batch_max_requests: int = 50_000
+
+    def call_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """The priced cost of one call in this teacher's mode (batch prices in batch mode)."""
+        if self.mode == "batch":
+            return self.prices.batch_cost(prompt_tokens, completion_tokens)
+        return self.prices.cost(prompt_tokens, completion_tokens)
 
     @property
     def key_env(self) -> str | None:
@@ -126,6 +143,7 @@ class JobSpec:
     source: str = "<job>"
     base_dir: str = "."
     dry_run: bool = False
+    target: int | None = None  # instructor.target: plan in waves until this many records pass (gen.core.target)
 
     def to_json(self) -> dict[str, Any]:
         """What the database keeps of the job: the spec as validated (key variable names only, never keys)."""
@@ -169,7 +187,7 @@ class JobSpec:
         return cls(
             name=data["name"], instructor_type=data["instructor_type"], instructor=data["instructor"],
             teachers=teachers, run=RunSettings(**data.get("run") or {}), description=data.get("description", ""),
-            base_dir=data.get("base_dir", "."), dry_run=data.get("dry_run", False),
+            base_dir=data.get("base_dir", "."), dry_run=data.get("dry_run", False), target=data.get("target"),
         )
 
 
@@ -277,10 +295,15 @@ def parse_job(data: Any, *, label: str = "<job>", base_dir: str = ".") -> JobSpe
                 raise JobFileError(label, [str(exc)]) from None
         prices = Prices(**(raw.get("prices") or {}))
         teachers[name] = TeacherSpec(name=name, **{**raw, "prices": prices})
+    target = data["instructor"].get("target")
+    instructor = {k: v for k, v in data["instructor"].items() if k not in ("type", "target")}
+    if target is not None and "count" not in instructor:
+        instructor["count"] = target * 10  # target mode: the plan may hold up to 10 units (or items) per record
     return JobSpec(
         name=data["name"],
         instructor_type=data["instructor"]["type"],
-        instructor={k: v for k, v in data["instructor"].items() if k != "type"},
+        instructor=instructor,
+        target=target,
         teachers=teachers,
         run=RunSettings(**(data.get("run") or {})),
         description=data.get("description", ""),

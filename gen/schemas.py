@@ -87,7 +87,9 @@ def describe_error(err: jsonschema.ValidationError, *, root: str = "") -> str:
         known = sorted((err.schema.get("properties") or {}).keys())
         extras = [k for k in err.instance if k not in known] if isinstance(err.instance, dict) else []
         name = extras[0] if extras else "?"
-        hint = difflib.get_close_matches(name, known, n=1)
+        # A required field the object lacks is the likeliest meaning of a misspelt one ('modle': model, not mode).
+        lacking = [k for k in err.schema.get("required", []) if isinstance(err.instance, dict) and k not in err.instance]
+        hint = difflib.get_close_matches(name, lacking, n=1) or difflib.get_close_matches(name, known, n=1)
         suggestion = f" (did you mean '{hint[0]}'?)" if hint else (f" (known: {', '.join(known)})" if known else "")
         return f"{_path(parts + [name], root)}: unknown field{suggestion}"
     where = _path(parts, root)

@@ -154,7 +154,7 @@ class TeacherClient:
 
     def estimated_cost(self, messages: list[Message], params: dict[str, Any]) -> float:
         """An upper bound on one call's cost: the prompt's estimated tokens and the whole of max_tokens."""
-        return self.spec.prices.cost(estimate_prompt_tokens(messages),
+        return self.spec.call_cost(estimate_prompt_tokens(messages),
                                      int(params.get("max_tokens") or self.spec.max_tokens))
 
     def _backoff(self, attempt: int, retry_after: float | None, *, base: float | None = None) -> float:
@@ -249,7 +249,7 @@ class TeacherClient:
         outcome.finish_reason = completion.finish_reason
         outcome.prompt_tokens = completion.usage.prompt_tokens
         outcome.completion_tokens = completion.usage.completion_tokens
-        outcome.cost_usd = self.spec.prices.cost(outcome.prompt_tokens, outcome.completion_tokens)
+        outcome.cost_usd = self.spec.call_cost(outcome.prompt_tokens, outcome.completion_tokens)
         if completion.finish_reason == "length":
             outcome.error = f"answer cut at max_tokens={params.get('max_tokens')} (finish_reason=length)"
             outcome.error_kind = "Truncated"

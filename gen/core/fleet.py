@@ -10,6 +10,8 @@ down, a worker lost with its prefetched messages. A stall costs a delay, never a
 """
 from __future__ import annotations
 
+import sys
+
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -48,6 +50,9 @@ def enqueue_job_file(db_url: str, file: Path, dispatcher: Dispatcher, *, queue: 
     """Validate, record the job, plan its units in chunks and dispatch each chunk as it is planned (the first
     calls leave while a large job is still being planned). Refusals write nothing."""
     spec = read_job_file(file)
+    if spec.target is not None:
+        raise UsageError(f"{file}: instructor.target (target mode) runs with `gen run` for now; the fleet plans "
+                         "a fixed count: use instructor.count with gen enqueue")
     instructor = load_instructor(spec, database_url=db_url)
     next(iter(instructor.plan()), None)  # inputs read and checked before anything is written
     if check_keys:
@@ -62,6 +67,10 @@ def enqueue_job_file(db_url: str, file: Path, dispatcher: Dispatcher, *, queue: 
                              f"{stats.total_units} units finished): `gen resume {existing.id}` continues it, "
                              "`gen enqueue --new` starts another")
         job = open_job(store, spec, instructor, resume=False, queue=queue).job
+        from gen.core.estimate import estimate_for_new_job, one_line
+
+        print(f"gen enqueue: {one_line(estimate_for_new_job(store, job.id, spec, instructor, file_hash=spec.spec_hash))}",
+              file=sys.stderr, flush=True)
         plan_units(store, job.id, instructor, start=0,
                    on_chunk=lambda ids: dispatch(store, dispatcher, job.id, ids, queue))
         return store.get_job(job.id) or job

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from gen.batching.scope import CURRENT_UNIT, UnitScope
 from gen.core.lease import Lease
 from gen.errors import Draining
 from gen.store import Store
@@ -59,9 +60,11 @@ class DbJournal:
         self.gate.check()
         self.lease.check()
         self.gate.in_flight += 1
+        scope = CURRENT_UNIT.set(UnitScope(self.store, self.job_id, self.lease.unit_id))  # for mode: batch
         try:
             yield
         finally:
+            CURRENT_UNIT.reset(scope)
             self.gate.in_flight -= 1
 
     async def record_call(self, outcome: CallOutcome) -> int:

@@ -141,3 +141,14 @@ def settle_job(store: Store, job_id: str, *, max_attempts: int) -> JobState | No
         return None
     store.set_job_status(job_id, JobState.FINISHED)
     return JobState.FINISHED
+
+
+def planner_for(spec: JobSpec) -> Callable[..., int]:
+    """`plan_units`, or in target mode (`instructor.target`) the wave planner of gen.core.target."""
+    if spec.target is None:
+        return plan_units
+    import functools
+
+    from gen.core.target import plan_waves
+
+    return functools.partial(plan_waves, target=spec.target, max_attempts=spec.run.unit_attempts)

@@ -20,7 +20,7 @@ from gen.budget import LocalBudget
 from gen.config import JobSpec
 from gen.core.journal import CallGate
 from gen.core.lease import LeaseKeeper
-from gen.core.lifecycle import JobRun, plan_units, settle_job
+from gen.core.lifecycle import JobRun, planner_for, settle_job
 from gen.core.progress import ProgressPrinter, Tally
 from gen.errors import BudgetExhausted, TeacherUnavailable
 from gen.instructors import Instructor
@@ -65,7 +65,7 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
     planner = None
     if not job.planning_done:
         planner = asyncio.create_task(asyncio.to_thread(
-            plan_units, store, job.id, instructor, start=job.planned_units, stop=stop_planning,
+            planner_for(spec), store, job.id, instructor, start=job.planned_units, stop=stop_planning,
             on_chunk=lambda ids: setattr(tally, "total", tally.total + len(ids))))
 
     failure: list[BaseException] = []

@@ -37,7 +37,21 @@ def status_dict(store: Store, job: Job) -> dict[str, Any]:
         "planned_units": job.planned_units, "planning_done": job.planning_done,
         "waiting_without_message": store.waiting_without_message(job.id, older_than=STALL_NOTICE_SECONDS)
         if job.status == JobState.ACTIVE and not units_last_min else 0,
+        **_cost_fields(store, job),
     }
+
+
+def _cost_fields(store: Store, job: Job) -> dict[str, Any]:
+    """Batches in flight, the estimate the job was created with, target mode (gen.batching, gen.core.estimate,
+    gen.core.target)."""
+    from gen.core.estimate import saved_estimate
+    from gen.core.target import accepted_records
+    from gen.store import batches
+
+    target = job.spec.get("target")
+    return {"batches_in_flight": len(batches.submissions(store, job_id=job.id, in_flight_only=True)),
+            "estimate": saved_estimate(store, job.id), "target": target,
+            "accepted": accepted_records(store, job.id) if target else None}
 
 
 def status_lines(store: Store, job: Job) -> list[str]:
@@ -64,6 +78,15 @@ def status_lines(store: Store, job: Job) -> list[str]:
         lines.append(f"  waiting  {d['waiting_without_message']} pending units have had no queue message for over "
                      f"{STALL_NOTICE_SECONDS:.0f}s and nothing ran in the last minute: is a worker running? (workers "
                      "re-send them by themselves: a restarted Redis or a database outage costs a delay)")
+    from gen.batching.report import batch_status_lines
+
+    lines += batch_status_lines(store, job.id)  # mode: batch teachers: batches in flight
+    from gen.core.estimate import estimate_status_line
+
+    lines += estimate_status_line(store, job.id, d["cost_usd"])  # the estimate the job was created with
+    from gen.core.target import target_status_line
+
+    lines += target_status_line(store, job.id, job.spec.get("target"))  # target mode: accepted / target
     problems = store.units(job.id, UnitState.REJECTED)[:3] + store.units(job.id, UnitState.FAILED)[:3]
     for unit in problems:
         lines.append(f"  {unit.state} unit {unit.key}: {unit.last_error}")

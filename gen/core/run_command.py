@@ -48,6 +48,7 @@ def _run_job_file(db_url: str, file: Path, *, dry_run: bool, sim_latency: float,
     spec = read_job_file(file)
     instructor = load_instructor(spec, database_url=db_url)
     next(iter(instructor.plan()), None)  # inputs read and checked before anything is written
+    file_hash = spec.spec_hash  # the job file's own (a dry run re-points the teachers)
     with contextlib.ExitStack() as stack:
         if dry_run:
             from gen.simulator import SimConfig, Simulator
@@ -75,6 +76,9 @@ def _run_job_file(db_url: str, file: Path, *, dry_run: bool, sim_latency: float,
         stack.callback(store.release_driver, job.id, f"local:{me}")
         if opened.created:
             say(f"job {job.id} ('{spec.name}', {spec.instructor_type}): planning its units")
+            from gen.core.estimate import estimate_for_new_job, one_line
+
+            say(one_line(estimate_for_new_job(store, job.id, spec, instructor, file_hash=file_hash)))
         else:
             stats = store.stats(job.id)
             say(f"resuming job {job.id} ('{spec.name}'): {stats.finished_units} of {stats.total_units} units "
@@ -95,6 +99,13 @@ def _run_job_file(db_url: str, file: Path, *, dry_run: bool, sim_latency: float,
         say(f"job {job.id}: {stats.units[UnitState.DONE]} units done, {stats.units[UnitState.REJECTED]} rejected, "
             f"{failed} failed; {stats.records} records ({stats.duplicates} duplicates dropped); "
             f"{stats.calls} calls, ${stats.cost_usd:.4f}")
+        if spec.target is not None:
+            from gen.core.target import accepted_records
+
+            accepted = accepted_records(store, job.id)
+            say(f"target: {min(accepted, spec.target)} of {spec.target} records accepted"
+                + ("" if accepted >= spec.target or outcome.stopped_for or outcome.interrupted
+                   else "; the plan ran out first (raise instructor.count)"))
         if outcome.interrupted:
             say(f"interrupted: the {outcome.drained_calls} calls in flight finished and were recorded; "
                 f"{stats.finished_units} of {stats.total_units} units are finished and kept, the rest are pending; "

@@ -30,6 +30,7 @@ class RespondOptions(InstructorOptions):
 
 
 class RespondInstructor(Instructor[RespondOptions]):
+    calls_per_unit = {"main": 1.0}  # one per prompt turn (estimates: gen.core.estimate)
     name = "respond"
     summary = "Answer prompts given inline or from a JSONL/text file, one call each."
     Options = RespondOptions

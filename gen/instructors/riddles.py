@@ -78,6 +78,7 @@ def batch_schema(n: int) -> dict[str, Any]:
 
 
 class RiddlesInstructor(Instructor[RiddlesOptions]):
+    calls_per_unit = {"main": 1.0}  # one batch call; solver/judge per riddle only with verification
     name = "riddles"
     summary = "Riddles with answers, written in batches; duplicates removed across the job."
     Options = RiddlesOptions

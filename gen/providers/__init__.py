@@ -10,6 +10,10 @@ from gen.providers.base import Provider
 
 def make_provider(spec: TeacherSpec) -> Provider:
     """The adapter for a teacher. Reads the key from the environment (MissingKeyError if unset)."""
+    if spec.mode == "batch":  # the provider's batch API, through gen.batching (which sits above the store)
+        from gen.batching.provider import BatchingProvider
+
+        return BatchingProvider(spec)
     if spec.provider == "mistral":
         from gen.providers.mistral_provider import MistralProvider
 

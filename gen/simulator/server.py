@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .batch import BatchBackend, new_batch_stats
 from .buckets import RateLimiter, retry_headers
 from .config import STARTUP_ONLY_FIELDS, SimConfig
 from .content import (
@@ -60,6 +61,7 @@ def new_stats() -> dict[str, Any]:
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "in_flight": 0,
+        "batch": new_batch_stats(),
     }
 
 
@@ -274,6 +276,30 @@ class ChatHandler:
         state.stats["completion_tokens"] += completion_tokens
         return state.respond(200, text, headers)
 
+    def batch_answer(self, body: Any) -> tuple[int, dict]:
+        """One request of a batch: (status, response body), from the same content engine as online answers."""
+        body, error = _parse_request(json.dumps(body).encode())
+        if error is not None:
+            return 400, error
+        mode, schema = _requested_schema(body)
+        prompt_tokens = sum(count_tokens(message_text(m.get("content"))) for m in body["messages"])
+        content = self._content(body, mode, schema, False)
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        finish_reason = "stop"
+        if max_tokens is not None and count_tokens(content) > max_tokens:
+            content, finish_reason = content[: max_tokens * 4], "length"
+        completion_tokens = count_tokens(content)
+        self.state.answer_count += 1
+        self.state.stats["prompt_tokens"] += prompt_tokens
+        self.state.stats["completion_tokens"] += completion_tokens
+        return 200, {
+            "id": f"chatcmpl-sim-{self.state.answer_count:08d}", "object": "chat.completion",
+            "created": int(time.time()), "model": body.get("model") or self.state.config.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": finish_reason}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
+
     def _content(self, body: dict, mode: str, schema: Any, violate: bool) -> str:
         scripted = self.state.scripted(body["messages"])
         if scripted is not None:
@@ -344,6 +370,7 @@ def build_app(config: SimConfig) -> web.Application:
     app.router.add_post("/sim/config", patch_config)
     app.router.add_post("/sim/reset", reset)
     app.router.add_post("/sim/script", set_script)
+    BatchBackend(state, chat.batch_answer).add_routes(app)
     return app
 
 

@@ -78,6 +78,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "planning_done": ("BOOLEAN NOT NULL DEFAULT 1", "BOOLEAN NOT NULL DEFAULT TRUE"),
     }), _index("ix_units_job_seq", "units", "job_id, seq"))),
     Migration("0005_record_reviews", _create_model_tables("record_reviews")),
+    Migration("0006_batches", _create_model_tables("batch_submissions", "batch_requests")),
 )
 
 

@@ -149,3 +149,4 @@ class NearDuplicate(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 from gen.store.reviews import RecordReview  # noqa: E402,F401  (human review marks; created with the rest)
+from gen.store import batches as _batches  # noqa: E402,F401  (provider batch tables: gen.store.batches)

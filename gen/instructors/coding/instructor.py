@@ -88,6 +88,7 @@ def combine(results: list[CodeCheck]) -> CodeCheck:
 
 
 class CodingInstructor(Instructor[CodingOptions]):
+    calls_per_unit = {"main": 6.0}  # the task list, then an answer per task (a few per unit)
     name = "coding"
     summary = "Coding tasks answered twice: explained with a fenced block, and PLAINFORMAT (code only); code checked."
     Options = CodingOptions

@@ -117,6 +117,7 @@ def reroll_messages(context: list[Message], instruction: str, where: str) -> lis
 
 
 class DpoRerollInstructor(Instructor[DpoRerollOptions]):
+    calls_per_unit = {"reroll": 1.0, "judge": 1.0}
     name = "dpo_reroll"
     summary = ("Preference pairs: existing answers rerolled under a stronger prompt; the reroll, a judge "
                "(asked twice, order swapped; only with choose: judge) or length picks the winner.")

@@ -72,6 +72,7 @@ def prompt_record(entry: PromptEntry, **meta: Any) -> NewRecord:
 
 
 class SystemPromptsInstructor(Instructor[SystemPromptsOptions]):
+    calls_per_unit = {"main": 1.0}
     name = "system_prompts"
     summary = "Diverse system prompts by category (mechanical, persona, guardrails, ...), for systemchat."
     Options = SystemPromptsOptions

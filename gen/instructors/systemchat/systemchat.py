@@ -70,6 +70,7 @@ class SystemChatOptions(InstructorOptions):
 
 
 class SystemChatInstructor(Instructor[SystemChatOptions]):
+    calls_per_unit = {"user": 10.0, "assistant": 10.0, "judge": 1.0}  # default 8-12 exchanges + a verdict
     name = "systemchat"
     summary = "Multi-turn conversations that keep to a system prompt; simulated user, per-turn judge, checks."
     Options = SystemChatOptions

@@ -78,7 +78,7 @@ def test_a_turn_refused_on_every_attempt_rejects_the_unit_naming_the_turn(sim, t
     sim.script([{"match": "You are Mara, in a roleplay.", "answers": ["As an AI, I cannot roleplay."]}])
     store, job_id, results = run_directly(tmp_path, roleplay_job(sim.base_url, 4))
     assert [r.state for r in results] == [UnitState.REJECTED]
-    assert store.units(job_id)[0].last_error.startswith("turn 1 (Mara): filtered phrase 'as an ai'")
+    assert store.units(job_id)[0].last_error.startswith("turn 1 (Mara): filtered disclaimer 'As an AI'")
 
 
 def test_a_run_killed_mid_conversation_resumes_at_the_turn_it_reached(tmp_path):
@@ -115,4 +115,10 @@ def test_a_run_killed_mid_conversation_resumes_at_the_turn_it_reached(tmp_path):
     assert len(texts) == turns
     # the turns made before the kill are in the record as they were answered, and were not paid for again
     assert texts[: len(before)] == [c.text.strip() for c in sorted(before, key=lambda c: c.id)]
-    assert paid_total - paid_at_kill == turns - len(before)
+    # ...and only the turns not yet made were bought after the kill (a turn a check refused is asked again, so
+    # answers refused after the kill count too, but none repeats a turn answered before it)
+    after = [c for c in store.calls_for_job(job_id) if c.accepted and c.id > max(b.id for b in before)]
+    assert len(after) == turns - len(before)
+    assert not {(c.request_key, c.occurrence) for c in after} & {(c.request_key, c.occurrence) for c in before}
+    refused_after = [c for c in store.calls_for_job(job_id) if c.accepted is False and c.id > max(b.id for b in before)]
+    assert paid_total - paid_at_kill == len(after) + len(refused_after)

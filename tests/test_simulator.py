@@ -446,7 +446,7 @@ def test_cli_serves_until_sigint():
         status, _, _ = asyncio.run(post(f"{match.group(1)}/chat/completions", {"model": "m", "messages": USER}))
         assert status == 200
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=30) == 0
         assert proc.stderr.read() == ""
     finally:
         if proc.poll() is None:

@@ -42,7 +42,8 @@ def test_target_mode_plans_waves_until_exactly_n_records_pass_the_judge(tmp_path
 
 def test_target_mode_stops_at_the_budget_and_says_so(tmp_path):
     with Simulator(SimConfig(latency=0.0, seed=4)) as sim:
-        prices = "    prices:\n      input_per_million: 20000\n      output_per_million: 20000\n"
+        # max_tokens bounds what a call may cost, which is what the budget reserves before sending it
+        prices = "    max_tokens: 100\n    prices:\n      input_per_million: 20000\n      output_per_million: 20000\n"
         job = write_job(tmp_path / "b.yml", sim_job(
             sim.base_url, instructor="  type: respond\n  target: 40\n  prompts:\n" + "".join(
                 f"    - \"Question number {i}: what is {i} plus {i}?\"\n" for i in range(60)),

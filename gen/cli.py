@@ -1,7 +1,6 @@
 """The `gen` command. Each command is a thin layer over the library; errors become one line and an exit code."""
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -12,53 +11,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from gen.errors import GenError, UsageError
-from gen.secrets import install_log_scrubber, scrub
+from gen.cli_support import EXIT_INTERRUPTED, fail, handle_errors, open_store  # noqa: F401
+from gen.errors import UsageError
+from gen.secrets import install_log_scrubber
 
 if TYPE_CHECKING:
     from gen.config import JobSpec
 
 # Each command imports what it uses, when it runs: `gen --help` loads neither the database layer, the SDKs nor
 # the simulator (tests/test_imports.py).
-
-EXIT_INTERRUPTED = 130
-
-
-def fail(message: str, code: int) -> None:
-    click.echo(f"gen: error: {scrub(message)}", err=True)
-    sys.exit(code)
-
-
-def handle_errors(fn):
-    """Every GenError is one line on stderr and its exit code (2 for what the user asked, 1 at run time)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except GenError as exc:
-            fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("\ngen: interrupted; nothing paid for is lost: run the same command again to resume",
-                       err=True)
-            sys.exit(EXIT_INTERRUPTED)
-
-    return wrapper
-
-
-def open_store(ctx: click.Context):
-    """The database for commands that only read: a missing SQLite file is an error, not a new database."""
-    from sqlalchemy.engine import make_url
-
-    from gen.store import Store
-
-    url = ctx.obj["db"]
-    if url.startswith("sqlite:///"):
-        path = make_url(url).database
-        if path and path != ":memory:" and not Path(path).exists():
-            raise UsageError(f"no gen database at {path} (run a job first, or point --db / GEN_DATABASE_URL at one)")
-    return Store(url)
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", "db_url", metavar="URL", help="Database URL (default: $GEN_DATABASE_URL or sqlite:///gen.db).")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from gen.cli import handle_errors, open_store
+from gen.cli_support import handle_errors, open_store
 from gen.errors import GenError, UsageError
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}

@@ -28,11 +28,18 @@ MIGRATION_TABLE = Table("gen_migrations", MetaData(), Column("name", String(100)
                         Column("applied_at", DateTime(timezone=False), nullable=False))
 
 
+def register_tables() -> None:
+    """Every table gen has, registered with SQLModel's metadata (the models live in three modules)."""
+    import gen.store.batches  # noqa: F401
+    import gen.store.models  # noqa: F401
+    import gen.store.reviews  # noqa: F401
+
+
 def _create_model_tables(*names: str) -> Callable[[Connection], None]:
     def apply(conn: Connection) -> None:
         from sqlmodel import SQLModel
 
-        import gen.store.models  # noqa: F401  (registers the tables)
+        register_tables()
 
         for name in names:
             SQLModel.metadata.tables[name].create(conn, checkfirst=True)
@@ -88,6 +95,7 @@ def migrate(conn: Connection, *, describe: str) -> list[str]:
 
     from gen.store.models import Meta, utcnow
 
+    register_tables()
     names = set(inspect(conn).get_table_names())
     known = [m.name for m in MIGRATIONS]
     if "gen_meta" not in names:

@@ -147,6 +147,3 @@ class NearDuplicate(SQLModel, table=True):
     similarity: float = 0.0
     text: str = Field(sa_column=Column(StoredText, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
-
-from gen.store.reviews import RecordReview  # noqa: E402,F401  (human review marks; created with the rest)
-from gen.store import batches as _batches  # noqa: E402,F401  (provider batch tables: gen.store.batches)

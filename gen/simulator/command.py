@@ -38,10 +38,13 @@ async def _serve(config: SimConfig) -> None:
     click.echo(_banner(running.base_url, config), err=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    try:
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-    except (NotImplementedError, RuntimeError):
-        pass
+    # Both signals explicitly: a process started from a background shell inherits SIGINT ignored, and asyncio
+    # only takes over SIGINT when it is at its default.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
     try:
         await stop.wait()
     finally:

@@ -82,7 +82,7 @@ def main() -> None:
         ref = reference.get("calls_per_s", 0.0)
         cpu = f.get("cpu_ms_per_unit", f.get("cpu_ms_per_call", f.get("worker_cpu_ms_per_unit", 0.0)))
         ideal = (args.rate_calls - 1) * 60 / 1200 + args.latency
-        elapsed = f.get("elapsed", f.get("elapsed(enqueue->last record)", 0.0))
+        elapsed = f.get("elapsed") or (args.rate_calls / per_s if per_s else 0.0)
         over = f"{(elapsed / ideal - 1) * 100:+.1f}%" if rate_bound and elapsed else ""
         print(f"{label:8} {tool:20} {per_s:8.1f} {per_s / ref if ref else 0:8.2f} {cpu:12.2f} "
               f"{int(f.get('served_429', 0)):5d} {over:>9}")

@@ -16,7 +16,6 @@ from celery import Celery
 from celery.signals import worker_ready
 
 from gen.secrets import install_log_scrubber
-from worker.dispatch import TASK_RUN_UNITS
 from worker.settings import fleet_settings
 log = logging.getLogger("gen.worker")
 

@@ -10,7 +10,7 @@ from gen.batching.scope import CURRENT_UNIT, UnitScope
 from gen.core.lease import Lease
 from gen.errors import Draining
 from gen.store import Store
-from gen.store.threads import in_db_thread, through_outage
+from gen.store.threads import through_outage
 from gen.teacher import CallOutcome, StoredReply
 
 

@@ -12,8 +12,12 @@ __all__ = ["SimConfig", "Simulator", "RunningSimulator", "build_app", "start_sim
 
 
 def __getattr__(name: str):
-    if name in ("Simulator", "RunningSimulator", "build_app", "start_simulator"):
+    if name in ("Simulator", "RunningSimulator", "start_simulator"):
+        from . import running
+
+        return getattr(running, name)
+    if name == "build_app":
         from . import server
 
-        return getattr(server, name)
+        return server.build_app
     raise AttributeError(f"module 'gen.simulator' has no attribute {name!r}")

@@ -28,7 +28,7 @@ def _banner(url: str, config: SimConfig) -> str:
 async def _serve(config: SimConfig) -> None:
     import asyncio
 
-    from .server import start_simulator  # aiohttp is imported only when serving
+    from .running import start_simulator  # aiohttp is imported only when serving
 
     try:
         running = await start_simulator(config)

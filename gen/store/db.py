@@ -61,7 +61,7 @@ def prepare_schema(engine: Engine) -> None:
 
     Safe when several workers start at once on a new database: on PostgreSQL the whole step runs in one
     transaction under an advisory lock (DDL is transactional there); on SQLite a lost race is retried."""
-    attempts = 40
+    attempts = 300  # up to about a minute: a new database with every table is being created by another process
     for attempt in range(attempts):
         last = attempt == attempts - 1
         try:

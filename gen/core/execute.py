@@ -18,11 +18,12 @@ from gen.errors import (AuthError, BudgetExhausted, Draining, LeaseLost, OutputR
                         TeacherUnavailable, Unreachable)
 from gen.instructors import Instructor, UnitInput
 from gen.store import Store, UnitState
-from gen.store.threads import in_db_thread, through_outage
+from gen.store.group_commit import GroupCommit
+from gen.store.writes import Finish, Settle
 from gen.teacher import TeacherClient, UnitTeacher
 
 log = logging.getLogger("gen.core")
-CLAIMS_AT_ONCE = 8
+CLAIMS_AT_ONCE = 64  # claims of units arriving together go in one statement (gen.store.group_commit)
 
 
 @dataclass
@@ -45,6 +46,14 @@ class UnitExecutor:
         self.leases = leases
         self.gate = gate or CallGate()
         self._claim_gate: asyncio.Semaphore | None = None
+        self._writes: GroupCommit | None = None
+
+    @property
+    def writes(self) -> GroupCommit:
+        """This executor's write-behind stage (made on first use, on the loop that runs the units)."""
+        if self._writes is None:
+            self._writes = GroupCommit(self.store)
+        return self._writes
 
     async def execute(self, unit_id: int) -> UnitResult:
         # Units that arrive together pass the claim a few at a time, first come first served, so the first
@@ -54,8 +63,8 @@ class UnitExecutor:
         self.gate.check()
         async with self._claim_gate:
             claimed_at = boot_clock()
-            unit = await through_outage(self.store.claim_unit, unit_id, job_id=self.job_id,
-                                        worker=self.leases.worker, lease_seconds=self.leases.lease_seconds)
+            unit = await self.writes.claim(unit_id, job_id=self.job_id, worker=self.leases.worker,
+                                           lease_seconds=self.leases.lease_seconds)
         if unit is None:
             return UnitResult(unit_id, None)
         lease = self.leases.take(unit_id, unit.lease_token, claimed_at)
@@ -66,7 +75,8 @@ class UnitExecutor:
 
     async def _run(self, unit, lease) -> UnitResult:  # noqa: ANN001
         unit_id, token = unit.id, lease.token
-        journal = await DbJournal.open(self.store, self.job_id, lease, self.gate, first_attempt=unit.attempts == 1)
+        journal = await DbJournal.open(self.store, self.writes, self.job_id, lease, self.gate,
+                                       first_attempt=unit.attempts == 1)
         bound = {name: UnitTeacher(t, journal)
                  for name, t in self.teachers.items()}
 
@@ -79,14 +89,13 @@ class UnitExecutor:
                 problem = conversation_problem(record.conversation)
                 if problem:
                     raise OutputRejected(f"malformed conversation: {problem}")
-            inserted, dups = await through_outage(self.store.finish_unit_with_records, self.job_id, unit_id,
-                                                  records, call_ids(), token=token)
+            inserted, dups = await self.writes.write(Settle(self.job_id, unit_id, records, call_ids(), token))
             return UnitResult(unit_id, UnitState.DONE, inserted, dups)
         except OutputRejected as exc:
             kept = [replace(r, kind="rejected", meta={**r.meta, "rejected_because": exc.reason}) for r in exc.records
                     if conversation_problem(r.conversation) is None]
-            await through_outage(self.store.finish_unit_with_records, self.job_id, unit_id, kept, call_ids(),
-                                 token=token, state=UnitState.REJECTED, error=exc.reason, raw=exc.raw)
+            await self.writes.write(Settle(self.job_id, unit_id, kept, call_ids(), token, UnitState.REJECTED,
+                                           exc.reason, exc.raw))
             return UnitResult(unit_id, UnitState.REJECTED, error=exc.reason)
         except LeaseLost as exc:
             log.warning("%s; this worker stops it", exc)
@@ -103,8 +112,7 @@ class UnitExecutor:
             await self._back_to_pending(unit_id, token, str(exc))
             raise TeacherUnavailable(str(exc)) from None
         except TeacherError as exc:
-            await through_outage(self.store.finish_unit, unit_id, UnitState.FAILED, token=token, error=str(exc),
-                                 raw=exc.raw)
+            await self.writes.write(Finish(unit_id, UnitState.FAILED, token, str(exc), exc.raw))
             return UnitResult(unit_id, UnitState.FAILED, error=str(exc))
         except (asyncio.CancelledError, KeyboardInterrupt):
             self.store.finish_unit(unit_id, UnitState.PENDING, token=token, error="interrupted")
@@ -114,11 +122,11 @@ class UnitExecutor:
                 raise  # the database stayed away longer than a held write waits: the driver retries later
             log.exception("unit %s failed with an internal error", unit_id)
             message = f"internal error: {type(exc).__name__}: {exc}"
-            await through_outage(self.store.finish_unit, unit_id, UnitState.FAILED, token=token, error=message)
+            await self.writes.write(Finish(unit_id, UnitState.FAILED, token, message))
             return UnitResult(unit_id, UnitState.FAILED, error=message)
 
     async def _back_to_pending(self, unit_id: int, token: int, why: str) -> None:
-        await in_db_thread(self.store.finish_unit, unit_id, UnitState.PENDING, token=token, error=why)
+        await self.writes.write(Finish(unit_id, UnitState.PENDING, token, why))
 
 
 def _is_outage(exc: BaseException) -> bool:

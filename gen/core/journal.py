@@ -10,7 +10,9 @@ from gen.batching.scope import CURRENT_UNIT, UnitScope
 from gen.core.lease import Lease
 from gen.errors import Draining
 from gen.store import Store
+from gen.store.group_commit import GroupCommit
 from gen.store.threads import through_outage
+from gen.store.writes import AddCall
 from gen.teacher import CallOutcome, StoredReply
 
 
@@ -27,9 +29,10 @@ class CallGate:
 
 
 class DbJournal:
-    def __init__(self, store: Store, job_id: str, lease: Lease, gate: CallGate,
+    def __init__(self, store: Store, writes: GroupCommit, job_id: str, lease: Lease, gate: CallGate,
                  accepted: dict[tuple[str, int], StoredReply]):
         self.store = store
+        self.writes = writes
         self.job_id = job_id
         self.lease = lease
         self.gate = gate
@@ -40,7 +43,7 @@ class DbJournal:
         return self.lease.unit_id
 
     @classmethod
-    async def open(cls, store: Store, job_id: str, lease: Lease, gate: CallGate, *,
+    async def open(cls, store: Store, writes: GroupCommit, job_id: str, lease: Lease, gate: CallGate, *,
                    first_attempt: bool) -> "DbJournal":
         """A unit's journal with what earlier runs of it already paid for, keyed by (request, occurrence).
         A unit on its first attempt has no earlier calls: no query."""
@@ -48,7 +51,7 @@ class DbJournal:
         if not first_attempt:
             rows = await through_outage(store.accepted_calls, lease.unit_id)
             accepted = {(key, occ): StoredReply(call_id, text or "") for call_id, key, occ, text in rows}
-        return cls(store, job_id, lease, gate, accepted)
+        return cls(store, writes, job_id, lease, gate, accepted)
 
     @property
     def replayable(self) -> int:
@@ -68,10 +71,10 @@ class DbJournal:
             self.gate.in_flight -= 1
 
     async def record_call(self, outcome: CallOutcome) -> int:
-        """Written before the answer is used. While the database is away the answer waits here (it was paid
-        for) and is written when the database returns (gen.store.threads.through_outage)."""
-        return await through_outage(
-            self.store.add_call, fence=(self.lease.unit_id, self.lease.token),
+        """Written before the answer is used, in the same transaction as other units' writes; this returns once
+        that transaction committed. While the database is away the answer waits here (it was paid for) and is
+        written when the database returns (gen.store.group_commit)."""
+        return await self.writes.write(AddCall(fence=(self.lease.unit_id, self.lease.token), values=dict(
             job_id=self.job_id, unit_id=self.lease.unit_id, teacher=outcome.teacher, model=outcome.model,
             params=outcome.params, messages=outcome.messages, request_key=outcome.request_key,
             occurrence=outcome.occurrence, attempt=outcome.attempt, status=outcome.status, text=outcome.text,
@@ -79,7 +82,7 @@ class DbJournal:
             prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
             cost_usd=outcome.cost_usd, error=outcome.error, error_kind=outcome.error_kind,
             accepted=outcome.accepted, reject_reason=outcome.reject_reason,
-        )
+        )))
 
     def accepted_reply(self, request_key: str, occurrence: int) -> StoredReply | None:
         return self._accepted.get((request_key, occurrence))

@@ -7,11 +7,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, case, cast, exists, func, update
+from sqlalchemy import case, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
-from gen.errors import LeaseLost, UnknownJobError
+from gen.errors import UnknownJobError
+from gen.store import writes
 from gen.store.coordination import Coordination
 from gen.store.db import make_engine, prepare_schema
 from gen.store.threads import make_db_executor
@@ -205,6 +206,18 @@ class Store(Coordination):
                 q = q.limit(limit)
             return [(r[0], r[1]) for r in s.exec(q)]
 
+    def apply_writes(self, ops: list[writes.Op]) -> list[Any]:
+        """Claims, call rows and settles of many units in one transaction (gen.store.writes): one result per op,
+        a value or the LeaseLost its fence raised. Raises (and writes nothing) if the transaction fails."""
+        with self.engine.begin() as conn:
+            return writes.apply(conn, self.dialect, ops)
+
+    def _one(self, op: writes.Op) -> Any:
+        result = self.apply_writes([op])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
     def claim_unit(self, unit_id: int, *, job_id: str | None = None, worker: str | None = None,
                    lease_seconds: float = 300.0) -> Unit | None:
         """Atomically move a unit to running under a new lease token, or None if it is finished, another live
@@ -214,38 +227,13 @@ class Store(Coordination):
         died): whatever is redelivered, one worker at a time holds a unit, and every write for it carries the
         token this claim returns (a worker that lost the lease writes nothing more). One statement.
         """
-        now = utcnow()
-        units = Unit.__table__
-        statement = update(units).where(
-            units.c.id == unit_id,
-            units.c.state.in_((UnitState.PENDING, UnitState.FAILED))
-            | ((units.c.state == UnitState.RUNNING) & (units.c.lease_until < now)),
-        )
-        if job_id is not None:
-            statement = statement.where(units.c.job_id == job_id)
-        statement = statement.values(
-            state=UnitState.RUNNING, attempts=units.c.attempts + 1, worker=worker, started_at=now,
-            lease_until=now + timedelta(seconds=lease_seconds), lease_token=units.c.lease_token + 1,
-        ).returning(*units.c)
-        with self.autocommit.connect() as conn:
-            row = conn.execute(statement).first()
+        row = self._one(writes.Claim(unit_id, job_id, worker, lease_seconds))
         return Unit.model_validate(dict(row._mapping)) if row is not None else None
 
     def finish_unit(self, unit_id: int, state: str, *, token: int | None = None, error: str | None = None,
                     raw: str | None = None, duplicates: int = 0) -> bool:
         """Settle a unit without records. With `token`, only while that lease is the unit's (False otherwise)."""
-        units = Unit.__table__
-        statement = update(units).where(units.c.id == unit_id)
-        if token is not None:
-            statement = statement.where(units.c.lease_token == token, units.c.state == UnitState.RUNNING)
-        values: dict[str, Any] = {"state": state, "last_error": error, "raw_output": raw, "duplicates": duplicates,
-                                  "lease_until": None}
-        if state == UnitState.PENDING:
-            values["worker"] = None
-        else:
-            values["finished_at"] = utcnow()
-        with self.autocommit.connect() as conn:
-            return (conn.execute(statement.values(**values)).rowcount or 0) > 0
+        return self._one(writes.Finish(unit_id, state, token, error, raw, duplicates))
 
     def finish_unit_with_records(self, job_id: str, unit_id: int, records: list[NewRecord],
                                  call_ids: list[int], *, token: int | None = None, state: str = UnitState.DONE,
@@ -255,34 +243,7 @@ class Store(Coordination):
 
         Returns (inserted, duplicates): a record whose key the job already has is a duplicate and is dropped.
         """
-        table, units = Record.__table__, Unit.__table__
-        with self.engine.begin() as conn:
-            settle = update(units).where(units.c.id == unit_id)
-            if token is not None:
-                settle = settle.where(units.c.lease_token == token, units.c.state == UnitState.RUNNING)
-            # The unit's row first: it is locked (PostgreSQL) or the database is (SQLite) until commit, so a
-            # second writer of the same unit waits here and then finds the state settled.
-            settled = conn.execute(settle.values(state=state, last_error=error, raw_output=raw, finished_at=utcnow(),
-                                                 lease_until=None).returning(units.c.id)).first()
-            if settled is None:
-                raise LeaseLost(f"unit {unit_id}: its lease passed to another worker; its records were not stored")
-            inserted = 0
-            if records:
-                now = utcnow()
-                first: dict[str, NewRecord] = {}
-                for r in records:  # the first record of each key wins, in order
-                    first.setdefault(r.key, r)
-                rows = [{"job_id": job_id, "unit_id": unit_id, "key": r.key, "kind": r.kind,
-                         "conversation": r.conversation, "meta": r.meta, "call_ids": call_ids, "created_at": now}
-                        for r in first.values()]
-                insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
-                statement = insert.values(rows).on_conflict_do_nothing(index_elements=["job_id", "key"]) \
-                    .returning(table.c.id)
-                inserted = len(conn.execute(statement).all())  # RETURNING names only the new keys
-            duplicates = len(records) - inserted
-            if duplicates:
-                conn.execute(update(units).where(units.c.id == unit_id).values(duplicates=duplicates))
-        return inserted, duplicates
+        return self._one(writes.Settle(job_id, unit_id, records, call_ids, token, state, error, raw))
 
     def get_unit(self, unit_id: int) -> Unit | None:
         with self.session() as s:
@@ -294,30 +255,11 @@ class Store(Coordination):
 
     # calls ------------------------------------------------------------------------------------------------
     def add_call(self, *, fence: tuple[int, int] | None = None, **values: Any) -> int:
-        """One teacher call, with its verdict when it has one: a single INSERT.
+        """One teacher call, with its verdict when it has one.
 
         With `fence` (unit id, lease token) the row is written only while that lease is the unit's; otherwise
         the call is still kept (it was paid for: its cost counts) but never replayed, and LeaseLost is raised."""
-        table = Call.__table__
-        values = {**values, "created_at": utcnow()}
-        with self.autocommit.connect() as conn:
-            if fence is None:
-                return conn.execute(table.insert().returning(table.c.id), values).scalar_one()
-            unit_id, token = fence
-            units = Unit.__table__
-            pg = self.dialect == "postgresql"
-            columns = list(values)
-            params = [bindparam(f"v_{c}", values[c], type_=table.c[c].type) for c in columns]
-            row = conn.execute(table.insert().from_select(columns, select(
-                *[cast(p, table.c[c].type) if pg else p for p, c in zip(params, columns)]
-            ).where(exists().where(units.c.id == unit_id, units.c.lease_token == token,
-                                   units.c.state == UnitState.RUNNING))).returning(table.c.id)).first()
-            if row is not None:
-                return row[0]
-            late = {**values, "accepted": None, "error_kind": "LeaseLost",
-                    "error": "answered after this worker lost the unit's lease: kept for its cost, never replayed"}
-            conn.execute(table.insert(), late)
-        raise LeaseLost(f"unit {unit_id}: its lease passed to another worker")
+        return self._one(writes.AddCall(values, fence))
 
     def accepted_calls(self, unit_id: int) -> list[tuple[int, str, int, str]]:
         """(id, request_key, occurrence, text) of the unit's accepted calls: what a rerun replays."""

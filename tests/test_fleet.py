@@ -33,6 +33,12 @@ def fleet(tmp_path, pg_url):
             workers.extend(new)
             return [w.wait_ready() for w in new]
 
+        def start_with(self, extra: dict[str, str], concurrency: int = 20) -> Worker:
+            """One worker with extra environment (a failpoint, say), started without waiting for it."""
+            worker = Worker({**env, **extra}, tmp_path / f"worker{len(workers)}.log", f"w{len(workers)}", concurrency)
+            workers.append(worker)
+            return worker
+
         def gen(self, *args: str, **kwargs):
             return gen_cmd(*args, env=env, **kwargs)
 

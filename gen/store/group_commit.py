@@ -15,6 +15,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from gen.faults import failpoint
 from gen.store import writes
 from gen.store.threads import is_outage, through_outage
 
@@ -71,17 +72,20 @@ class GroupCommit:
                     _settle(future, exception=exc)
                 return
             log.warning("a transaction of %d writes failed (%s: %s); applying them one at a time", len(batch),
-                        type(exc).__name__, exc)
+                        type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
             for op, future in batch:
                 try:
                     (result,) = await through_outage(self.store.apply_writes, [op])
                 except Exception as one:
                     _settle(future, exception=one)
                 else:
+                    self.transactions += 1
+                    self.ops += 1
                     _settle(future, result)
             return
         self.transactions += 1
         self.ops += len(ops)
+        failpoint("after-commit")
         for (_, future), result in zip(batch, results):
             _settle(future, result)
 

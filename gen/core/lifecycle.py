@@ -26,7 +26,7 @@ from gen.errors import BudgetExhausted, TeacherUnavailable, UsageError
 from gen.instructors import Instructor
 from gen.instructors.base import MAX_UNITS
 from gen.neardup import NearDupIndex
-from gen.store import Job, Store, UnitState
+from gen.store import Job, Store
 from gen.store.states import JobState
 from gen.store.threads import in_db_thread
 from gen.teacher import Meter
@@ -136,8 +136,7 @@ def settle_job(store: Store, job_id: str, *, max_attempts: int) -> JobState | No
     job = store.get_job(job_id)
     if job is None or not job.planning_done or job.status != JobState.ACTIVE:
         return None
-    units = store.stats(job_id).units
-    if units[UnitState.RUNNING] or store.runnable_unit_ids(job_id, max_attempts=max_attempts, limit=1):
+    if store.has_unfinished_units(job_id, max_attempts=max_attempts):  # one indexed probe, not the job's totals
         return None
     store.set_job_status(job_id, JobState.FINISHED)
     return JobState.FINISHED

@@ -193,6 +193,15 @@ class Store(Coordination):
         return [uid for uid, _ in self.runnable_units(job_id, max_attempts=max_attempts, after_seq=after_seq,
                                                       limit=limit)]
 
+    def has_unfinished_units(self, job_id: str, *, max_attempts: int) -> bool:
+        """Whether any unit of the job is running, pending, or failed with attempts left (LIMIT 1 probes)."""
+        with self.session() as s:
+            for condition in (Unit.state.in_((UnitState.RUNNING, UnitState.PENDING)),
+                              (Unit.state == UnitState.FAILED) & (Unit.attempts < max_attempts)):
+                if s.exec(select(Unit.id).where(Unit.job_id == job_id, condition).limit(1)).first() is not None:
+                    return True
+        return False
+
     def runnable_units(self, job_id: str, *, max_attempts: int, after_seq: int = -1,
                        limit: int | None = None) -> list[tuple[int, int]]:
         """(id, seq) of runnable units in plan order; see `runnable_unit_ids`."""

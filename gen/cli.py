@@ -126,7 +126,9 @@ def status(ctx: click.Context, job: str | None, as_json: bool, watch: bool, ever
             for line in status_lines(store, found):
                 click.echo(line)
         d = status_dict(store, found)
-        settled = d["units"]["pending"] == d["units"]["running"] == 0 or found.status in HALTED
+        # planning_done: between two waves of target mode (or chunks of a huge plan) nothing may be pending
+        settled = (d["units"]["pending"] == d["units"]["running"] == 0 and found.planning_done) \
+            or found.status in HALTED
         if not watch or settled:
             return
         time.sleep(every)
@@ -146,7 +148,10 @@ def enqueue(ctx: click.Context, file: Path, queue: str, force_new: bool, no_key_
     job = enqueue_job_file(ctx.obj["db"], file, _dispatcher(), queue=queue, force_new=force_new,
                            check_keys=not no_key_check)
     click.echo(job.id)
-    click.echo(f"gen enqueue: job {job.id} ('{job.name}'): {job.unit_count} units sent to queue '{queue}'; "
+    target = job.spec.get("target")
+    wave = (f" (target mode: a first wave; the workers plan the next ones until {target} records pass)"
+            if target else "")
+    click.echo(f"gen enqueue: job {job.id} ('{job.name}'): {job.unit_count} units sent to queue '{queue}'{wave}; "
                f"watch with: gen status {job.id} --watch", err=True)
 
 

@@ -62,3 +62,39 @@ def test_a_sampled_estimate_is_within_25_percent_of_the_actual_cost(tmp_path, ex
     assert f"estimate ${low:.4f}-${high:.4f} (sample) beside ${actual:.4f} actual" in status.stdout
     as_json = json.loads(gen_cmd("status", job.id, "--json").stdout)
     assert as_json["estimate"]["method"] == "sample" and as_json["estimate"]["sampled_units"] == sample
+
+
+EXAMPLES = sorted(p.stem for p in (ROOT / "instructors").glob("*.yml"))
+RUN_FIRST = {"systemchat": "system_prompts", "dpo_reroll": "respond"}  # examples that read an earlier job
+
+
+def dry_run(name: str) -> None:
+    result = gen_cmd("run", str(ROOT / "instructors" / f"{name}.yml"), "--dry-run", "--sim-latency", "0.005", "-q",
+                     timeout=300)
+    assert result.returncode in (0, 1), result.stderr  # 1: some units failed their checks in the simulator
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_the_call_pattern_range_holds_the_calls_of_a_dry_run(tmp_path, example):
+    """Per teacher, the calls a dry run of each worked example makes fall in the call-pattern estimate's range
+    (riddles with verify: a solver and a judge call per riddle, not one call per unit)."""
+    import collections
+    import os
+
+    from gen.config import read_job_file
+    from gen.core.estimate import pattern_estimate
+    from gen.core.jobs import load_instructor
+
+    if example in RUN_FIRST:
+        dry_run(RUN_FIRST[example])
+    spec = read_job_file(ROOT / "instructors" / f"{example}.yml")
+    estimate = pattern_estimate(spec, load_instructor(spec, database_url=os.environ["GEN_DATABASE_URL"]))
+    ranges = {t.teacher: t.calls for t in estimate.teachers}
+    dry_run(example)
+    store = db(tmp_path)
+    job = next(j for j in store.list_jobs() if j.name == spec.name)
+    actual = collections.Counter(call.teacher for call in store.calls_for_job(job.id))
+    assert actual, "the dry run made calls"
+    for teacher, calls in actual.items():
+        assert teacher in ranges, f"{teacher} made {calls} calls; the estimate counts none"
+        assert ranges[teacher].low <= calls <= ranges[teacher].high, (teacher, calls, ranges[teacher])

@@ -30,6 +30,7 @@ from worker.settings import FleetSettings, fleet_settings
 
 log = logging.getLogger("gen.worker")
 TEACHER_RETRY_SECONDS = 30.0
+TARGET_TICK_SECONDS = 1.0
 
 
 class WorkerRuntime:
@@ -62,6 +63,7 @@ class WorkerRuntime:
         self._job_lock = asyncio.Lock()
         self.loop.create_task(self.leases.run())
         self.loop.create_task(self._supervise())
+        self.loop.create_task(self._advance_targets())
 
     # called from Celery's pool threads --------------------------------------------------------------------
     def run_units(self, job_id: str, unit_ids: list[int]) -> tuple[list[int], float]:
@@ -178,6 +180,21 @@ class WorkerRuntime:
                     await asyncio.to_thread(supervisor.sweep)
             except Exception as exc:
                 log.warning("supervisor pass failed (%s: %s); trying again in %.0fs", type(exc).__name__, exc, every)
+
+    async def _advance_targets(self) -> None:
+        """Target mode: the worker holding the supervisor lock plans each job's next wave as soon as the one before
+        is settled (checked every second, or every sweep period if shorter), and dispatches it (gen.core.fleet)."""
+        supervisor = Supervisor(self.store, self.dispatcher, stall_seconds=self.settings.stall_seconds)
+        every = min(TARGET_TICK_SECONDS, self.settings.sweep_seconds)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if await asyncio.to_thread(self.dispatcher.supervisor_lock, self.settings.worker_name,
+                                           self.settings.sweep_seconds * 3):
+                    await asyncio.to_thread(supervisor.advance_targets)
+            except Exception as exc:
+                log.warning("target-mode planning failed (%s: %s); trying again in %.0fs", type(exc).__name__, exc,
+                            every)
 
 
 _runtime: WorkerRuntime | None = None

@@ -2,7 +2,8 @@
 
 Two ways:
 - from the call pattern (free): the units the instructor plans, the calls per unit it declares
-  (`Instructor.calls_per_unit`, one call per teacher role otherwise) and the token size of the units' inputs;
+  (`Instructor.calls_per_unit`, from its options; one call per teacher role otherwise: expected calls with a
+  range of 0.75x-1.5x, or a low-high pair) and the token size of the units' inputs;
   output is bounded by each teacher's `max_tokens`. A wide range: it only knows the shape of the work.
 - from a sample (`--sample N`, charged): N units really run in a scratch job (its own temporary database), and
   their measured calls, tokens, dollars and rejections are extrapolated to every unit, with a range from the
@@ -139,13 +140,15 @@ def pattern_estimate(spec: JobSpec, instructor: Instructor, *, limit: int = MAX_
         units = min(units, spec.target)  # target mode: at one record per unit (a sample measures the yield)
     sizes = [estimate_tokens(json.dumps(p, ensure_ascii=False)) for p in payloads] or [0]
     per_call_in = statistics.fmean(sizes) + PROMPT_OVERHEAD_TOKENS
-    declared = dict(type(instructor).calls_per_unit)
+    declared = dict(instructor.calls_per_unit)
     teachers = []
     for name, teacher in spec.teachers.items():
-        calls = declared.get(name, 1.0 if name in type(instructor).teacher_roles or not declared else 0.0)
-        if calls <= 0:
+        low, high = calls_range(declared.get(name, 1.0 if name in type(instructor).teacher_roles or not declared
+                                             else 0.0))
+        if high <= 0:
             continue
-        calls_r = Range(units * calls * 0.75, units * calls * 1.5)
+        calls = (low + high) / 2 if isinstance(declared.get(name), (tuple, list)) else high / 1.5
+        calls_r = Range(units * low, units * high)
         # Multi-call units send the conversation so far: input grows with the turns (the high end).
         inp = Range(calls_r.low * per_call_in, calls_r.high * per_call_in * max(1.0, calls / 2))
         out = Range(calls_r.low * min(teacher.max_tokens, 50), calls_r.high * teacher.max_tokens)
@@ -153,6 +156,14 @@ def pattern_estimate(spec: JobSpec, instructor: Instructor, *, limit: int = MAX_
         teachers.append(TeacherEstimate(name, calls_r, inp, out, usd))
     return JobEstimate(spec.name, units, "pattern", teachers,
                        notes=notes + ["from the call pattern only: run `gen estimate FILE --sample N` for a measured range"])
+
+
+def calls_range(declared: float | tuple[float, float]) -> tuple[float, float]:
+    """Calls per unit, low-high: an expected number with 0.75x-1.5x around it (retries, early ends), or the
+    instructor's own (low, high)."""
+    if isinstance(declared, (tuple, list)):
+        return float(declared[0]), float(declared[1])
+    return float(declared) * 0.75, float(declared) * 1.5
 
 
 class FirstUnits:

@@ -6,7 +6,9 @@ The queue only dispatches; the database says what still needs doing. How message
 The supervisor (run by one worker at a time, elected through the dispatcher's lock) puts running units whose
 lease passed back to pending, and sends again the pending units of active jobs whose queue is empty while their
 last message is older than `stall_seconds`: a Redis that restarted empty, messages dropped while the database was
-down, a worker lost with its prefetched messages. A stall costs a delay, never a manual step.
+down, a worker lost with its prefetched messages. A stall costs a delay, never a manual step. In target mode
+(`instructor.target`) it also plans each next wave when the one before is settled, with the same planner as
+`gen run` (gen.core.target), dispatches it, and finishes the job when the target is met.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Protocol
 from gen.config import JobSpec, read_job_file
 from gen.core.jobs import load_instructor
 from gen.core.lifecycle import open_job, plan_units
+from gen.core.target import FLEET_RETRIES, accepted_records, advance_fleet_job, fleet_target_jobs, plan_next_wave
 from gen.errors import UsageError
 from gen.store import Job, Store
 from gen.store.states import JobState
@@ -50,9 +53,6 @@ def enqueue_job_file(db_url: str, file: Path, dispatcher: Dispatcher, *, queue: 
     """Validate, record the job, plan its units in chunks and dispatch each chunk as it is planned (the first
     calls leave while a large job is still being planned). Refusals write nothing."""
     spec = read_job_file(file)
-    if spec.target is not None:
-        raise UsageError(f"{file}: instructor.target (target mode) runs with `gen run` for now; the fleet plans "
-                         "a fixed count: use instructor.count with gen enqueue")
     instructor = load_instructor(spec, database_url=db_url)
     next(iter(instructor.plan()), None)  # inputs read and checked before anything is written
     if check_keys:
@@ -71,8 +71,12 @@ def enqueue_job_file(db_url: str, file: Path, dispatcher: Dispatcher, *, queue: 
 
         print(f"gen enqueue: {one_line(estimate_for_new_job(store, job.id, spec, instructor, file_hash=spec.spec_hash))}",
               file=sys.stderr, flush=True)
-        plan_units(store, job.id, instructor, start=0,
-                   on_chunk=lambda ids: dispatch(store, dispatcher, job.id, ids, queue))
+        send = lambda ids: dispatch(store, dispatcher, job.id, ids, queue)  # noqa: E731
+        if spec.target is not None:  # the first wave; the supervisor plans the next ones (gen.core.target)
+            plan_next_wave(store, job.id, instructor, target=spec.target, start=0, max_attempts=FLEET_RETRIES,
+                           on_chunk=send)
+        else:
+            plan_units(store, job.id, instructor, start=0, on_chunk=send)
         return store.get_job(job.id) or job
     finally:
         store.close()
@@ -80,7 +84,8 @@ def enqueue_job_file(db_url: str, file: Path, dispatcher: Dispatcher, *, queue: 
 
 def resume_job(store: Store, job: Job, dispatcher: Dispatcher, *, budget_usd: float | None = None) -> int:
     """Finish planning if it was cut off, re-dispatch every unit not finished and not in flight; lift a cancel,
-    stop or block."""
+    stop or block. In target mode only a first wave is planned here (the supervisor plans the next ones), and a
+    job that has met its target has nothing to resume."""
     spec = JobSpec.from_json(job.spec)
     if budget_usd is not None:
         data = job.spec
@@ -88,10 +93,16 @@ def resume_job(store: Store, job: Job, dispatcher: Dispatcher, *, budget_usd: fl
         store.update_job_spec(job.id, data)
         spec = JobSpec.from_json(data)
     dispatcher.check()
+    if spec.target is not None and job.planning_done and accepted_records(store, job.id) >= spec.target:
+        return 0
     store.set_job_status(job.id, JobState.ACTIVE)
     store.reclaim_expired([job.id])
     sent = 0
-    if not job.planning_done:
+    if spec.target is not None:
+        if job.planned_units == 0 and not job.planning_done:  # `gen enqueue` stopped before its first wave
+            instructor = load_instructor(spec, database_url=store.url)
+            plan_next_wave(store, job.id, instructor, target=spec.target, start=0, max_attempts=FLEET_RETRIES)
+    elif not job.planning_done:
         instructor = load_instructor(spec, database_url=store.url)
         plan_units(store, job.id, instructor, start=job.planned_units)
     ids = store.undispatched_unit_ids(job.id, max_attempts=spec.run.unit_attempts)
@@ -104,6 +115,7 @@ class Supervisor:
         self.store = store
         self.dispatcher = dispatcher
         self.stall_seconds = stall_seconds
+        self._instructors: dict[str, tuple[dict, object]] = {}
 
     def sweep(self) -> dict[str, int]:
         """One pass: lost units back to pending and re-sent; stalled pending units re-sent. Returns counts."""
@@ -128,4 +140,33 @@ class Supervisor:
                         "dropped during a database outage); dispatching them again", job_id, len(ids), queue)
             dispatch(self.store, self.dispatcher, job_id, ids, queue)
             counts["stalled"] += len(ids)
+        return counts
+
+    def advance_targets(self) -> dict[str, int]:
+        """Target mode: for every active fleet job planning in waves, the next wave planned and dispatched once
+        the one before is settled, or the job finished when its target is met (gen.core.target). Returns counts."""
+        counts = {"planned": 0, "finished": 0}
+        jobs = fleet_target_jobs(self.store)
+        for job in jobs:
+            try:
+                cached = self._instructors.get(job.id)
+                if cached is None or cached[0] != job.spec:
+                    spec = JobSpec.from_json(job.spec)
+                    cached = (job.spec, load_instructor(spec, database_url=self.store.url))
+                    self._instructors[job.id] = cached
+                step = advance_fleet_job(self.store, job, cached[1],  # type: ignore[arg-type]
+                                         lambda ids, j=job: dispatch(self.store, self.dispatcher, j.id, ids, j.queue))
+            except Exception as exc:  # one job's trouble (its inputs, its plan) holds back no other job
+                log.warning("job %s: target mode: the next wave could not be planned (%s: %s)", job.id,
+                            type(exc).__name__, exc)
+                continue
+            if step.planned:
+                log.info("job %s: target mode: a wave of %d units planned and dispatched", job.id, step.planned)
+                counts["planned"] += step.planned
+            if step.done:
+                log.info("job %s: target mode: planning over (%s)", job.id,
+                         "target met" if step.reached else "the instructor's plan ran out")
+                counts["finished"] += 1
+        for job_id in set(self._instructors) - {job.id for job in jobs}:
+            del self._instructors[job_id]
         return counts

@@ -148,6 +148,7 @@ class AgentInstructor(Instructor[AgentOptions]):
     name = "agent"
     summary = "Function selection: invented functions, a user input, the call as JSON or YAML; the call checked."
     Options = AgentOptions
+    calls_per_unit = {"main": 2.0}  # the functions and the user input, then the call
 
     def plan(self) -> Iterator[PlannedUnit]:
         domains = self.options.domains

@@ -106,7 +106,12 @@ class Instructor(ABC, Generic[O]):
     summary: ClassVar[str] = ""
     Options: ClassVar[type[InstructorOptions]] = InstructorOptions
     teacher_roles: ClassVar[tuple[str, ...]] = ("main",)
-    calls_per_unit: ClassVar[dict[str, float]] = {}  # expected calls per unit by teacher role (estimates)
+    # Expected teacher calls per unit by teacher role, for `gen estimate` (gen.core.estimate reads it from the
+    # instance): a class attribute, or a property when the calls depend on the options (riddles' verification,
+    # roleplay's turns). A number is the expected calls (the estimate's range is 0.75x-1.5x of it); a (low, high)
+    # pair bounds calls that may not happen at all (a judge asked only sometimes). A role left out counts one
+    # call per unit, unless the instructor declares none.
+    calls_per_unit: dict[str, float | tuple[float, float]] = {}
 
     def __init__(self, options: O, job: JobSpec, services: JobServices | None = None):
         self.options: O = options

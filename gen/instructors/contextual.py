@@ -174,6 +174,12 @@ class ContextualInstructor(Instructor[ContextualOptions]):
     summary = "Closed-context QA in BEGININPUT/BEGINCONTEXT format, with unanswerable instructions; sources checked."
     Options = ContextualOptions
 
+    @property
+    def calls_per_unit(self) -> dict[str, float | tuple[float, float]]:  # type: ignore[override]
+        """The blocks, the instruction and the answer; the judge (when there is one) only for unanswerable
+        instructions whose answer passed its checks: none to one per such unit."""
+        return {"main": 3.0, "judge": (0.0, 1.5 * self.options.unanswerable_share)}
+
     def plan(self) -> Iterator[PlannedUnit]:
         opts = self.options
         low, high = opts.min_blocks, max(opts.min_blocks, opts.max_blocks)

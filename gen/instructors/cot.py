@@ -147,6 +147,14 @@ class CotInstructor(Instructor[CotOptions]):
     summary = "Chain of thought: N solutions, a ranking, the best and final answer; checked against a blind solver."
     Options = CotOptions
 
+    @property
+    def calls_per_unit(self) -> dict[str, float | tuple[float, float]]:  # type: ignore[override]
+        """The problem and the solutions; with verification a blind solver, and a judge (when there is one) only
+        when the two answers are not both numbers: none to one."""
+        if not self.options.verify:
+            return {"main": 2.0}
+        return {"main": 2.0, "solver": 1.0, "judge": (0.0, 1.5)}
+
     @classmethod
     def required_teachers(cls, options: CotOptions) -> dict[str, str]:
         needed = super().required_teachers(options)

@@ -78,7 +78,6 @@ def batch_schema(n: int) -> dict[str, Any]:
 
 
 class RiddlesInstructor(Instructor[RiddlesOptions]):
-    calls_per_unit = {"main": 1.0}  # one batch call; solver/judge per riddle only with verification
     name = "riddles"
     summary = "Riddles with answers, written in batches; duplicates removed across the job."
     Options = RiddlesOptions
@@ -91,6 +90,16 @@ class RiddlesInstructor(Instructor[RiddlesOptions]):
                 needed[role] = (f"teachers: instructor 'riddles' with verify: true needs a teacher named '{role}' "
                                 f"(it uses: main, {', '.join(VERIFY_ROLES)})")
         return needed
+
+    @property
+    def calls_per_unit(self) -> dict[str, float]:  # type: ignore[override]
+        """One batch call; with verification, a solver and a judge call per riddle of the batch (a riddle
+        dropped as a duplicate is not verified: fewer)."""
+        opts = self.options
+        if not opts.verify:
+            return {"main": 1.0}
+        per_unit = opts.count / math.ceil(opts.count / opts.batch_size)
+        return {"main": 1.0, "solver": per_unit, "judge": per_unit}
 
     @cached_property
     def earlier_texts(self) -> EarlierTexts:

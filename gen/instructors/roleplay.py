@@ -107,6 +107,13 @@ class RoleplayInstructor(Instructor[RoleplayOptions]):
     summary = "Multi-character roleplay: card-style characters in a scene, one journaled call per turn; resumable."
     Options = RoleplayOptions
 
+    @property
+    def calls_per_unit(self) -> dict[str, float]:  # type: ignore[override]
+        """One call per character message, and one to invent the cast for units without a fixed scene."""
+        opts = self.options
+        invented = len(opts.settings) / (len(opts.scenes) + len(opts.settings))
+        return {"main": opts.turns + invented}
+
     def plan(self) -> Iterator[PlannedUnit]:
         opts = self.options
         pool: list[Scene | str] = [*opts.scenes, *opts.settings]  # fixed scenes first, then invented ones, in turn

@@ -88,10 +88,15 @@ def combine(results: list[CodeCheck]) -> CodeCheck:
 
 
 class CodingInstructor(Instructor[CodingOptions]):
-    calls_per_unit = {"main": 6.0}  # the task list, then an answer per task (a few per unit)
     name = "coding"
     summary = "Coding tasks answered twice: explained with a fenced block, and PLAINFORMAT (code only); code checked."
     Options = CodingOptions
+
+    @property
+    def calls_per_unit(self) -> dict[str, float]:  # type: ignore[override]
+        """The task list, then per task an explained answer and (plain_ratio of them) a PLAINFORMAT one."""
+        opts = self.options
+        return {"main": 1.0 + opts.tasks_per_unit * (1.0 + opts.plain_ratio)}
 
     @cached_property
     def earlier_texts(self) -> EarlierTexts:

@@ -117,12 +117,18 @@ def reroll_messages(context: list[Message], instruction: str, where: str) -> lis
 
 
 class DpoRerollInstructor(Instructor[DpoRerollOptions]):
-    calls_per_unit = {"reroll": 1.0, "judge": 1.0}
     name = "dpo_reroll"
     summary = ("Preference pairs: existing answers rerolled under a stronger prompt; the reroll, a judge "
                "(asked twice, order swapped; only with choose: judge) or length picks the winner.")
     Options = DpoRerollOptions
     teacher_roles = ("reroll", "judge")
+
+    @property
+    def calls_per_unit(self) -> dict[str, float]:  # type: ignore[override]
+        """A reroll per answer rerolled (the last one, or about two with turns: every); with choose: judge, the
+        judge twice (the answers swapped)."""
+        opts = self.options
+        return {"reroll": 1.0 if opts.turns == "last" else 2.0, "judge": 2.0 if opts.choose == "judge" else 0.0}
 
     @classmethod
     def required_teachers(cls, options: DpoRerollOptions) -> dict[str, str]:

@@ -70,11 +70,18 @@ class SystemChatOptions(InstructorOptions):
 
 
 class SystemChatInstructor(Instructor[SystemChatOptions]):
-    calls_per_unit = {"user": 10.0, "assistant": 10.0, "judge": 1.0}  # default 8-12 exchanges + a verdict
     name = "systemchat"
     summary = "Multi-turn conversations that keep to a system prompt; simulated user, per-turn judge, checks."
     Options = SystemChatOptions
     teacher_roles = ("user", "assistant")  # and "judge" unless `judge: false` (see required_teachers)
+
+    @property
+    def calls_per_unit(self) -> dict[str, float]:  # type: ignore[override]
+        """A user and an assistant call per exchange: between min_turns and the planned number (the user may end
+        after min_turns), and one verdict from the judge."""
+        opts = self.options
+        exchanges = (opts.min_turns + (opts.min_turns + max(opts.min_turns, opts.max_turns)) / 2) / 2
+        return {"user": exchanges, "assistant": exchanges, "judge": 1.0 if opts.judge else 0.0}
 
     @classmethod
     def required_teachers(cls, options: SystemChatOptions) -> dict[str, str]:

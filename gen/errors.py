@@ -121,6 +121,15 @@ class LeaseLost(GenError):
     at once and writes nothing more."""
 
 
+class PlannedElsewhere(GenError):
+    """Another planner of the job (a supervisor, `gen enqueue`) has already planned from this position: this one
+    stops, and the plan goes on where the other left it."""
+
+    def __init__(self, job_id: str, position: int):
+        super().__init__(f"job {job_id}: plan position {position} was planned by another process")
+        self.position = position
+
+
 class Draining(GenError):
     """The run is stopping (first Ctrl-C): no new teacher call starts; calls in flight finish and are recorded."""
 

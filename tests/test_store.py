@@ -175,3 +175,19 @@ def test_a_claim_names_its_job(db_url):
     unit_of_b = store.runnable_unit_ids(b.id, max_attempts=3)[0]
     assert store.claim_unit(unit_of_b, job_id=a.id) is None
     assert store.claim_unit(unit_of_b, job_id=b.id) is not None
+
+
+def test_two_planners_at_the_same_position_plan_it_once(db_url):
+    from gen.errors import PlannedElsewhere
+
+    store = Store(db_url)
+    job = store.create_job(name="p", instructor="respond", spec={}, spec_hash="p", planning_done=False)
+    first = store.add_units(job.id, 0, [(f"k{i}", {"i": i}) for i in range(3)])
+    with pytest.raises(PlannedElsewhere):  # a second supervisor, or a wave racing `gen enqueue`'s first chunk
+        store.add_units(job.id, 0, [(f"x{i}", {"i": i}) for i in range(3)])
+    second = store.add_units(job.id, 3, [("k3", {"i": 3})])
+    job = store.get_job(job.id)
+    assert len(first) == 3 and len(second) == 1
+    assert (job.planned_units, job.unit_count) == (4, 4)
+    assert sorted(u.key for u in store.units(job.id)) == ["k0", "k1", "k2", "k3"]
+    store.close()

@@ -22,7 +22,7 @@ from gen.core.execute import UnitExecutor, UnitResult
 from gen.core.journal import CallGate
 from gen.core.lease import LeaseKeeper
 from gen.core.teachers import LimiterFactory, build_teachers, close_teachers, local_limiter
-from gen.errors import BudgetExhausted, TeacherUnavailable, UsageError
+from gen.errors import BudgetExhausted, PlannedElsewhere, TeacherUnavailable, UsageError
 from gen.instructors import Instructor
 from gen.instructors.base import MAX_UNITS
 from gen.neardup import NearDupIndex
@@ -72,7 +72,10 @@ def plan_units(store: Store, job_id: str, instructor: Instructor, *, start: int,
             break
         if position + len(batch) > MAX_UNITS:
             raise UsageError(f"the job plans more than {MAX_UNITS:,} units: split it into several jobs")
-        ids = store.add_units(job_id, position, batch)
+        try:
+            ids = store.add_units(job_id, position, batch)
+        except PlannedElsewhere:
+            break  # another planner of the job goes on from here
         position += len(batch)
         if on_chunk is not None:
             on_chunk(ids)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, update
 from sqlmodel import select
 
-from gen.errors import UsageError
+from gen.errors import PlannedElsewhere, UsageError
 from gen.instructors import Instructor
 from gen.instructors.base import MAX_UNITS
 from gen.store import Job, Record, Store, UnitState
@@ -114,7 +114,10 @@ def plan_next_wave(store: Store, job_id: str, instructor: Instructor, *, target:
             break
         if position + len(batch) > MAX_UNITS:
             raise UsageError(f"the job plans more than {MAX_UNITS:,} units: split it into several jobs")
-        ids = store.add_units(job_id, position, batch)
+        try:
+            ids = store.add_units(job_id, position, batch)
+        except PlannedElsewhere:  # another planner took this wave: it goes on from there
+            return WaveStep(store.get_job(job_id).planned_units, waiting=True)
         position += len(batch)
         if on_chunk is not None:
             on_chunk(ids)

@@ -11,7 +11,7 @@ from sqlalchemy import case, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
-from gen.errors import UnknownJobError
+from gen.errors import PlannedElsewhere, UnknownJobError
 from gen.store import writes
 from gen.store.coordination import Coordination
 from gen.store.db import make_engine, prepare_schema
@@ -93,21 +93,30 @@ class Store(Coordination):
     def add_units(self, job_id: str, first_seq: int, units: list[tuple[str, dict[str, Any]]]) -> list[int]:
         """One chunk of a job's plan, from plan position `first_seq`, with the job's planning position, in one
         transaction (so planning resumes exactly where it stopped). A key the job already has is skipped.
-        Returns the new units' ids, in plan order."""
+        Returns the new units' ids, in plan order.
+
+        The planning position moves by compare-and-set: if another planner already planned from `first_seq`
+        (two supervisors overlapping, a wave planned while `gen enqueue` still plans the first), this chunk is
+        not stored and PlannedElsewhere is raised."""
         table = Unit.__table__
         rows = [{"job_id": job_id, "seq": first_seq + i, "key": key, "payload": payload, "state": UnitState.PENDING}
                 for i, (key, payload) in enumerate(units)]
         insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table) \
             .on_conflict_do_nothing(index_elements=["job_id", "key"])
         end = first_seq + len(units)
+        jobs = Job.__table__
         with self.engine.begin() as conn:
+            # The job's row first: it stays locked (PostgreSQL) or the database does (SQLite) until commit.
+            moved = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.planned_units == first_seq)
+                                 .values(planned_units=end, updated_at=utcnow())).rowcount
+            if not moved:
+                raise PlannedElsewhere(job_id, first_seq)
             if rows:
                 conn.execute(insert, rows)  # executemany: no per-chunk statement compiling
             ids = [r[0] for r in conn.execute(select(table.c.id).where(
                 table.c.job_id == job_id, table.c.seq >= first_seq, table.c.seq < end,
                 table.c.state == UnitState.PENDING).order_by(table.c.seq))]
-            conn.execute(update(Job.__table__).where(Job.__table__.c.id == job_id).values(
-                planned_units=end, unit_count=Job.__table__.c.unit_count + len(ids), updated_at=utcnow()))
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(unit_count=jobs.c.unit_count + len(ids)))
         return ids
 
     def finish_planning(self, job_id: str) -> None:

@@ -175,3 +175,35 @@ def test_an_intent_the_provider_never_saw_is_queued_again_and_one_it_saw_is_reco
     endpoints = batch_stats(sim)["endpoints"]
     assert endpoints["GET /v1/batches"] >= 2 and endpoints["GET /v1/batch/jobs"] >= 2
     assert batch_stats(sim)["batches_created"] == 2
+
+
+def test_a_batch_created_after_its_intent_was_taken_over_is_cancelled(tmp_path, sim):
+    """The submitter that stalled past its lease: the next one found no batch and queued the requests again;
+    when the stalled one's create finally succeeds it finds its intent gone and cancels the late batch."""
+    from gen.batching.apis import make_batch_api
+    from gen.batching.fleet import JobTeacherBatches
+    from gen.config import TeacherSpec
+
+    batch_config(sim, delay=30)
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    spec = TeacherSpec(name="oa", provider="openai-compatible", model="sim-1", base_url=sim.base_url, mode="batch")
+    line = make_batch_api(spec).line("c1", {"model": "sim-1", "messages": [{"role": "user", "content": "hi"}]})
+    batch_db.queue_request(store, custom_id="c1", identity="c1", job_id="j", unit_id=1, teacher="oa",
+                           line=line.decode())
+    assert batch_db.take_submitter(store, job_id="j", teacher="oa", holder="stalled", seconds=60)
+    chunk = batch_db.open_intent(store, job_id="j", teacher="oa", provider="openai", holder="stalled", marker="m1",
+                                 max_requests=10, max_bytes=10**6, lease_seconds=60)
+    assert chunk == [("c1", line.decode())]
+    batch_db.drop_intent(store, marker="m1")  # what the next submitter's recovery did, finding no batch
+
+    async def late_create() -> None:
+        api = make_batch_api(spec)
+        try:
+            await JobTeacherBatches(spec, api, store, "j", "stalled", 10).create("m1", [line])
+        finally:
+            await api.aclose()
+
+    asyncio.run(late_create())
+    stats = batch_stats(sim)
+    assert stats["batches_created"] == 1 and stats["batches_cancelled"] == 1
+    assert batch_db.open_requests(store, identity="c1")[0][1] == "queued" and not batch_db.submissions(store, job_id="j")

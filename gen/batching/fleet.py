@@ -61,6 +61,7 @@ class JobTeacherBatches:
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.holding = False
+        self._recover = False                              # intents may wait for recovery (a new lease, an orphan)
         self._lease_at = 0.0                              # loop time of the last take or renewal attempt
         self._polls: dict[str, asyncio.Task] = {}
 
@@ -111,10 +112,14 @@ class JobTeacherBatches:
         loop = asyncio.get_running_loop()
         if loop.time() - self._lease_at >= (TAKE_EVERY if not self.holding else SUBMITTER_LEASE / 6):
             self._lease_at = loop.time()
-            self.holding = await in_db_thread(db.take_submitter, self.store, job_id=self.job_id,
-                                              teacher=self.spec.name, holder=self.holder, seconds=SUBMITTER_LEASE)
+            held = await in_db_thread(db.take_submitter, self.store, job_id=self.job_id, teacher=self.spec.name,
+                                      holder=self.holder, seconds=SUBMITTER_LEASE)
+            self._recover = self._recover or (held and not self.holding)
+            self.holding = held
         if self.holding:
-            await self.recover()
+            if self._recover:
+                await self.recover()
+                self._recover = False
             await self.submit_due()
         for batch_id, created_at in await in_db_thread(db.claim_polls, self.store, job_id=self.job_id,
                                                        teacher=self.spec.name, hold_seconds=POLL_HOLD):
@@ -154,11 +159,18 @@ class JobTeacherBatches:
                 batch_id = await self.api.find(marker, started)
             except Exception:
                 await in_db_thread(db.orphan_intent, self.store, marker=marker)  # recovery decides later
+                self._recover = True
                 return
             if batch_id is None:
                 await in_db_thread(db.drop_intent, self.store, marker=marker, failed=f"not submitted: {exc}")
                 return
-        await in_db_thread(db.record_created, self.store, marker=marker, batch_id=batch_id, next_poll_in=FIRST_POLL)
+        if not await in_db_thread(db.record_created, self.store, marker=marker, batch_id=batch_id,
+                                  next_poll_in=FIRST_POLL):
+            # This process stalled past its lease and another submitter already resolved the intent (its
+            # requests may be queued again): the late batch would answer them twice, so it is cancelled.
+            log.warning("teacher %s: batch %s was created after its submission had been taken over; cancelling it",
+                        self.spec.name, batch_id)
+            await self.api.cancel(batch_id)
 
     async def recover(self) -> None:
         """Intents another submitter left (killed between creating a batch and recording it): found at the

@@ -211,15 +211,21 @@ def open_intent(store: "Store", *, job_id: str, teacher: str, provider: str, hol
         return chunk
 
 
-def record_created(store: "Store", *, marker: str, batch_id: str, next_poll_in: float) -> None:
-    """The provider created the intent's batch: the intent becomes the batch, its requests submitted to it."""
+def record_created(store: "Store", *, marker: str, batch_id: str, next_poll_in: float) -> bool:
+    """The provider created the intent's batch: the intent becomes the batch, its requests submitted to it.
+    False when the intent is gone (another submitter resolved it meanwhile): nothing is written."""
     with store.session() as s:
-        s.execute(update(BatchSubmission).where(BatchSubmission.id == pending_id(marker))
-                  .values(id=batch_id, status="submitted", holder=None, created_at=utcnow(),
-                          next_poll_at=utcnow() + timedelta(seconds=next_poll_in)))
+        moved = s.execute(update(BatchSubmission).where(BatchSubmission.id == pending_id(marker),
+                                                        BatchSubmission.status == "submitting")
+                          .values(id=batch_id, status="submitted", holder=None, created_at=utcnow(),
+                                  next_poll_at=utcnow() + timedelta(seconds=next_poll_in)))
+        if not moved.rowcount:
+            s.rollback()
+            return False
         s.execute(update(BatchRequest).where(BatchRequest.batch_id == pending_id(marker))
                   .values(batch_id=batch_id, state="submitted"))
         s.commit()
+        return True
 
 
 def drop_intent(store: "Store", *, marker: str, failed: Optional[str] = None) -> None:

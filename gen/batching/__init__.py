@@ -3,6 +3,7 @@
 
 - `scope`: which job and unit a request belongs to (set by the unit's journal around each exchange).
 - `apis`: the OpenAI and Mistral batch APIs behind one small interface (upload+create, retrieve, download, cancel).
-- `provider`: `BatchingProvider`, a `gen.providers.base.Provider` whose `complete()` waits for its batch.
+- `provider`: `BatchingProvider`, a `gen.providers.base.Provider` whose `complete()` records a request and waits.
+- `fleet`: one process's part for a (job, teacher): submit (one lease holder in the fleet), poll, collect.
 - `report`: batches in flight for `gen status`, and cancelling a job's batches for `gen cancel`.
 """

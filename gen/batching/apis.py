@@ -4,12 +4,17 @@ OpenAI (and OpenAI-compatible servers): JSONL lines {custom_id, method, url, bod
 `batches.create(..., completion_window="24h")`, `batches.retrieve`, output and error files, `batches.cancel`.
 Mistral: lines {custom_id, body}, `files.upload(purpose="batch")`, `batch.jobs.create(input_files, model,
 endpoint)`, `batch.jobs.get`, `files.download`, `batch.jobs.cancel`.
+
+Every batch gen creates carries its submission marker in its metadata (`{"gen_submission": <uuid>}`, also in the
+input file's name), so a batch whose creation was never recorded (the process died waiting for the answer) is
+found again by listing the provider's batches (`batches.list`, `batch.jobs.list`) instead of being sent twice.
 """
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from gen.config import TeacherSpec
@@ -18,6 +23,8 @@ from gen.errors import TeacherError
 ENDPOINT = "/v1/chat/completions"
 MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_FILE_REQUESTS = 50_000
+MARKER_KEY = "gen_submission"
+LIST_SLACK = timedelta(minutes=10)  # clocks differ: a batch is looked for among those created this much earlier too
 
 
 @dataclass(frozen=True)
@@ -42,8 +49,12 @@ class BatchAPI(ABC):
     def line(self, custom_id: str, body: dict[str, Any]) -> bytes: ...
 
     @abstractmethod
-    async def submit(self, lines: list[bytes]) -> str:
-        """Upload one input file and create its batch; the provider's batch id."""
+    async def submit(self, lines: list[bytes], marker: str) -> str:
+        """Upload one input file and create its batch, marked with `marker`; the provider's batch id."""
+
+    @abstractmethod
+    async def find(self, marker: str, since: datetime) -> str | None:
+        """The id of the batch created with `marker` (at or after `since`), or None when the provider has none."""
 
     @abstractmethod
     async def retrieve(self, batch_id: str) -> BatchState: ...
@@ -93,12 +104,22 @@ class OpenAIBatchAPI(BatchAPI):
     def line(self, custom_id: str, body: dict[str, Any]) -> bytes:
         return (json.dumps({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}) + "\n").encode()
 
-    async def submit(self, lines: list[bytes]) -> str:
+    async def submit(self, lines: list[bytes], marker: str) -> str:
         with SdkErrors(self.teacher):
-            uploaded = await self.client.files.create(file=("gen-batch.jsonl", b"".join(lines)), purpose="batch")
+            uploaded = await self.client.files.create(file=(f"gen-{marker}.jsonl", b"".join(lines)), purpose="batch")
             batch = await self.client.batches.create(input_file_id=uploaded.id, endpoint=ENDPOINT,
-                                                     completion_window="24h")
+                                                     completion_window="24h", metadata={MARKER_KEY: marker})
         return batch.id
+
+    async def find(self, marker: str, since: datetime) -> str | None:
+        oldest = (_aware(since) - LIST_SLACK).timestamp()
+        with SdkErrors(self.teacher):
+            async for batch in self.client.batches.list(limit=100):  # newest first, page after page
+                if (batch.metadata or {}).get(MARKER_KEY) == marker:
+                    return batch.id
+                if batch.created_at < oldest:
+                    return None
+        return None
 
     async def retrieve(self, batch_id: str) -> BatchState:
         with SdkErrors(self.teacher):
@@ -136,13 +157,27 @@ class MistralBatchAPI(BatchAPI):
         body = {k: v for k, v in body.items() if k != "model"}  # one model per Mistral batch job
         return (json.dumps({"custom_id": custom_id, "body": body}) + "\n").encode()
 
-    async def submit(self, lines: list[bytes]) -> str:
+    async def submit(self, lines: list[bytes], marker: str) -> str:
         with SdkErrors(self.teacher):
             uploaded = await self.client.files.upload_async(
-                file={"file_name": "gen-batch.jsonl", "content": b"".join(lines)}, purpose="batch")
+                file={"file_name": f"gen-{marker}.jsonl", "content": b"".join(lines)}, purpose="batch")
             job = await self.client.batch.jobs.create_async(input_files=[uploaded.id], model=self.model,
-                                                            endpoint=ENDPOINT)
+                                                            endpoint=ENDPOINT, metadata={MARKER_KEY: marker})
         return job.id
+
+    async def find(self, marker: str, since: datetime) -> str | None:
+        page, size = 0, 100
+        with SdkErrors(self.teacher):
+            while True:
+                listed = await self.client.batch.jobs.list_async(page=page, page_size=size, model=self.model,
+                                                                 created_after=_aware(since) - LIST_SLACK)
+                jobs = listed.data or []
+                for job in jobs:
+                    if (job.metadata or {}).get(MARKER_KEY) == marker:
+                        return job.id
+                if len(jobs) < size:
+                    return None
+                page += 1
 
     async def retrieve(self, batch_id: str) -> BatchState:
         with SdkErrors(self.teacher):
@@ -160,6 +195,10 @@ class MistralBatchAPI(BatchAPI):
     async def cancel(self, batch_id: str) -> None:
         with SdkErrors(self.teacher):
             await self.client.batch.jobs.cancel_async(job_id=batch_id)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)  # SQLite gives naive UTC
 
 
 def make_batch_api(spec: TeacherSpec) -> BatchAPI:

@@ -6,16 +6,24 @@ chat-completions endpoint, once its completion delay has passed (checked when th
 output lines shuffled (providers do not keep input order) and a configurable share of requests failing into
 the error file. Limits (requests and bytes per file) refuse larger input, as the providers do.
 
-Live settings: ``GET/POST /sim/batch/config`` (delay, failure_rate, max_requests, max_bytes).
-Counters (in ``/sim/stats`` under ``batch``): requests per endpoint, batches created, requests in batches.
+Batches are listed newest first (``GET /v1/batches`` with ``after``/``limit``; ``GET /v1/batch/jobs`` with
+``page``/``page_size``/``model``/``created_after``), with the ``metadata`` they were created with.
+
+Live settings: ``GET/POST /sim/batch/config`` (delay, failure_rate, max_requests, max_bytes, create_hold: seconds
+the create handlers wait after creating a batch before answering, to kill a client inside that window).
+Counters (in ``/sim/stats`` under ``batch``): requests per endpoint, batches created, requests in batches,
+repeated_requests (requests whose body an earlier batch already held).
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import hashlib
 import json
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -30,12 +38,14 @@ MAX_BYTES = 200 * 1024 * 1024
 @dataclass
 class BatchSettings:
     """delay: seconds from creation until a batch is complete; failure_rate: share of requests that fail
-    (error file); max_requests / max_bytes: the per-file limits."""
+    (error file); max_requests / max_bytes: the per-file limits; create_hold: seconds a create request waits,
+    its batch already created, before it is answered."""
 
     delay: float = 0.2
     failure_rate: float = 0.0
     max_requests: int = MAX_REQUESTS
     max_bytes: int = MAX_BYTES
+    create_hold: float = 0.0
 
     def patch(self, changes: dict[str, Any]) -> None:
         known = {f.name: f.type for f in dataclasses.fields(self)}
@@ -51,7 +61,8 @@ class BatchSettings:
 
 
 def new_batch_stats() -> dict[str, Any]:
-    return {"endpoints": {}, "batches_created": 0, "requests_in_batches": 0, "batches_cancelled": 0}
+    return {"endpoints": {}, "batches_created": 0, "requests_in_batches": 0, "batches_cancelled": 0,
+            "repeated_requests": 0}
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -68,6 +79,7 @@ class BatchBackend:
         self.settings = BatchSettings()
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
+        self.bodies_seen: set[str] = set()
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     @property
@@ -139,7 +151,18 @@ class BatchBackend:
         self.batches[batch_id] = batch
         self.stats["batches_created"] += 1
         self.stats["requests_in_batches"] += len(requests)
+        for _, body in requests:
+            digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            self.stats["repeated_requests"] += digest in self.bodies_seen
+            self.bodies_seen.add(digest)
         return batch, None
+
+    async def _hold(self) -> None:
+        if self.settings.create_hold:
+            await asyncio.sleep(self.settings.create_hold)
+
+    def _newest_first(self) -> list[dict[str, Any]]:
+        return sorted(self.batches.values(), key=lambda b: b["created"], reverse=True)
 
     def _advance(self, batch: dict[str, Any]) -> None:
         """Answer a batch whose delay has passed: output and error files, shuffled lines."""
@@ -197,7 +220,22 @@ class BatchBackend:
         batch, error = self._create(str(body.get("input_file_id")), flavour="openai",
                                     endpoint=body.get("endpoint") or "/v1/chat/completions", model=None,
                                     metadata=body.get("metadata"))
-        return error or web.json_response(self._openai(batch))
+        if error:
+            return error
+        await self._hold()
+        return web.json_response(self._openai(batch))
+
+    async def openai_list(self, request: web.Request) -> web.Response:
+        self._count("GET /v1/batches")
+        listed = [b for b in self._newest_first() if b["flavour"] == "openai"]
+        after = request.query.get("after")
+        if after:
+            ids = [b["id"] for b in listed]
+            listed = listed[ids.index(after) + 1:] if after in ids else []
+        limit = max(1, min(100, int(request.query.get("limit") or 20)))
+        page = [self._openai(b) for b in listed[:limit]]
+        return web.json_response({"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                                  "last_id": page[-1]["id"] if page else None, "has_more": len(listed) > limit})
 
     async def openai_get(self, request: web.Request) -> web.Response:
         self._count("GET /v1/batches/{id}")
@@ -237,7 +275,26 @@ class BatchBackend:
             return _error(400, "the simulator takes exactly one input file per batch job")
         batch, error = self._create(str(files[0]), flavour="mistral", endpoint=body.get("endpoint") or "",
                                     model=body.get("model"), metadata=body.get("metadata"))
-        return error or web.json_response(self._mistral(batch))
+        if error:
+            return error
+        await self._hold()
+        return web.json_response(self._mistral(batch))
+
+    async def mistral_list(self, request: web.Request) -> web.Response:
+        self._count("GET /v1/batch/jobs")
+        query = request.query
+        listed = [b for b in self._newest_first() if b["flavour"] == "mistral"]
+        if query.get("model"):
+            listed = [b for b in listed if b["model"] == query["model"]]
+        if query.get("created_after"):
+            try:
+                since = datetime.fromisoformat(query["created_after"].replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return _error(400, f"created_after is not a date: {query['created_after']!r}")
+            listed = [b for b in listed if b["created"] >= since]
+        page, size = int(query.get("page") or 0), max(1, min(100, int(query.get("page_size") or 100)))
+        data = [self._mistral(b) for b in listed[page * size:(page + 1) * size]]
+        return web.json_response({"object": "list", "data": data, "total": len(listed)})
 
     async def mistral_get(self, request: web.Request) -> web.Response:
         self._count("GET /v1/batch/jobs/{id}")
@@ -275,9 +332,11 @@ class BatchBackend:
         r.add_get("/v1/files/{file_id}", self.file_info)
         r.add_get("/v1/files/{file_id}/content", self.file_content)
         r.add_post("/v1/batches", self.openai_create)
+        r.add_get("/v1/batches", self.openai_list)
         r.add_get("/v1/batches/{batch_id}", self.openai_get)
         r.add_post("/v1/batches/{batch_id}/cancel", self.openai_cancel)
         r.add_post("/v1/batch/jobs", self.mistral_create)
+        r.add_get("/v1/batch/jobs", self.mistral_list)
         r.add_get("/v1/batch/jobs/{batch_id}", self.mistral_get)
         r.add_post("/v1/batch/jobs/{batch_id}/cancel", self.mistral_cancel)
         r.add_get("/sim/batch/config", self.get_settings)

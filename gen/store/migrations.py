@@ -86,6 +86,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     }), _index("ix_units_job_seq", "units", "job_id, seq"))),
     Migration("0005_record_reviews", _create_model_tables("record_reviews")),
     Migration("0006_batches", _create_model_tables("batch_submissions", "batch_requests")),
+    Migration("0007_batch_submitter", _steps(
+        _create_model_tables("batch_submitters"),
+        _add_columns("batch_requests", {"line": ("TEXT", "TEXT")}),
+        _add_columns("batch_submissions", {"marker": ("VARCHAR(64)", "VARCHAR(64)"),
+                                           "holder": ("VARCHAR(128)", "VARCHAR(128)")}),
+        _index("ix_batch_submissions_marker", "batch_submissions", "marker"))),
 )
 
 

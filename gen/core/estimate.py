@@ -286,7 +286,7 @@ def run_estimate_command(db_url: str, file: Path, *, sample: int = 0, dry_run: b
         if dry_run:
             from gen.simulator import SimConfig, Simulator
 
-            sim = stack.enter_context(Simulator(SimConfig(latency=sim_latency, jitter=sim_latency / 2)))
+            sim = stack.enter_context(Simulator(SimConfig(latency=sim_latency, jitter=sim_latency / 2, seed=0)))
             spec = spec.with_simulator(sim.base_url)
             instructor = load_instructor(spec, database_url=db_url)
         spec.check_keys()

@@ -80,14 +80,15 @@ def main() -> None:
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         store = Store(db_url)
         stats = store.stats(store.list_jobs()[0].id)
-        served_429 = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/sim/stats"))["served_429"]
+        sim_stats = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/sim/stats"))
+        served_429, peak = sim_stats["served_429"], sim_stats.get("peak_in_flight", 0)
     finally:
         sim.terminate()
         sim.wait()
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     print(f"units={args.units} latency={args.latency}s concurrency={args.concurrency} rpm={args.rpm or 'none'}")
     print(f"exit={code} records={stats.records} elapsed={elapsed:.2f}s units_per_s={stats.records / elapsed:.1f} "
-          f"cpu_ms_per_unit={cpu / max(stats.records, 1) * 1000:.2f} served_429={served_429}")
+          f"cpu_ms_per_unit={cpu / max(stats.records, 1) * 1000:.2f} served_429={served_429} peak_in_flight={peak}")
     if args.rpm:
         ideal = (args.units - 1) * 60 / args.rpm + args.latency
         print(f"ideal={ideal:.2f}s overhead={(elapsed / ideal - 1) * 100:.1f}%")

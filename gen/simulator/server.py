@@ -60,6 +60,8 @@ def new_stats() -> dict[str, Any]:
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "in_flight": 0,
+        "peak_in_flight": 0,  # the most requests answered at once (how many calls a client really had in flight)
+        "in_flight_at_arrival": {},  # how many were already being answered as each request arrived: a histogram
         "batch": new_batch_stats(),
     }
 
@@ -217,7 +219,10 @@ class ChatHandler:
             return state.respond(429, error_body(
                 "Rate limit reached for requests; please retry after the indicated delay.",
                 "rate_limit_exceeded", "rate_limit_exceeded"), headers)
+        arrivals = state.stats["in_flight_at_arrival"]
+        arrivals[state.stats["in_flight"]] = arrivals.get(state.stats["in_flight"], 0) + 1
         state.stats["in_flight"] += 1
+        state.stats["peak_in_flight"] = max(state.stats["peak_in_flight"], state.stats["in_flight"])
         try:
             return await self._answer(body, mode, schema, prompt_tokens, max_tokens, decision.headers)
         finally:

@@ -26,6 +26,8 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ahocorasick_rs import AhoCorasick
+
 DISCLAIMER, REFUSAL = "disclaimer", "refusal"
 KINDS = (DISCLAIMER, REFUSAL)
 
@@ -256,6 +258,11 @@ class RefusalDetector:
         # refusals, anchored at a sentence start, are one expression whose alternatives are named g0, g1, ...
         self.disclaimers = [(name, _DISCLAIMER_HINTS[name], re.compile(pattern))
                             for name, pattern in _DISCLAIMER_PATTERNS.items()] if DISCLAIMER in self.kinds else []
+        # Every hint of those rules in one Aho-Corasick automaton: most texts hold none, and one scan of the text
+        # says so (checking the hints one `in` at a time was most of `gen export`'s time).
+        hints = [h for _, words, _ in self.disclaimers for h in words]
+        hints += list(_REFUSAL_HINTS) if REFUSAL in self.kinds else []
+        self.hints = AhoCorasick(list(dict.fromkeys(hints))) if hints else None
         self.refusal_names: dict[str, str] = {}
         self.refusals = self._anchored(_REFUSAL_PATTERNS) if REFUSAL in self.kinds else None
         self.phrases = [(p, re.compile(r"(?<!\w)" + re.escape(normalise(p).strip().lower()) + r"(?!\w)"))
@@ -271,6 +278,8 @@ class RefusalDetector:
         """The first refusal, disclaimer, extra phrase or extra pattern in `text` (outside quoted speech)."""
         norm = normalise(text)
         low = norm.lower()
+        if not (self.phrases or self.patterns or self.hints is not None and self.hints.find_matches_as_indexes(low)):
+            return None  # no hint of any rule in the text: what the checks below would conclude, in one scan
         disclaimers = [(name, rx) for name, hints, rx in self.disclaimers if any(h in low for h in hints)]
         refusals = self.refusals is not None and any(h in low for h in _REFUSAL_HINTS)
         if not (disclaimers or refusals or self.phrases or self.patterns):
@@ -300,6 +309,14 @@ class RefusalDetector:
                                  sentence[start:end] if len(sentence) == len(lowered) else found.group(0))
         return None
 
+    def has_hint(self, text: str) -> bool:
+        """Whether a hint of any rule is in the text (once normalised), without which no rule matches.
+
+        Texts joined with NUL are scanned in one go: NUL ends every context normalising and lower-casing look at
+        (NFKC composes nothing with it, runs of spaces and Greek final sigma stop at it) and is in no hint, so a
+        hint is in the joined text exactly when it is in one of the texts."""
+        return self.hints is not None and bool(self.hints.find_matches_as_indexes(normalise(text).lower()))
+
     def _anchored(self, patterns: dict[str, str]) -> re.Pattern[str]:
         alternatives = []
         for name, pattern in patterns.items():
@@ -310,6 +327,11 @@ class RefusalDetector:
 
     def match_conversation(self, conversation: Iterable[dict[str, str]]) -> Match | None:
         """The first match in the conversation's assistant turns (user and system turns are not checked)."""
+        conversation = list(conversation)
+        if not (self.phrases or self.patterns):
+            texts = [message.get("content") or "" for message in conversation if message.get("role") == "assistant"]
+            if all(type(t) is str for t in texts) and not self.has_hint("\x00".join(texts)):
+                return None
         for message in conversation:
             if message.get("role") == "assistant":
                 found = self.match(message.get("content") or "")

@@ -19,7 +19,7 @@ from typing import Any
 from gen.errors import GenError, UsageError
 from gen.output import Destination
 from gen.refusals import DISCLAIMER, KINDS, Match, RefusalDetector
-from gen.export_checks import LineCheck
+from gen.export_lines import CHECKED_TEXT, LineCheck, encode
 from gen.schemas import load_schema, validator_for, validator_for_schema_text
 from gen.store import Store
 from gen.store.reviews import reviewed_records
@@ -214,8 +214,6 @@ class ExportReport:
         return f"all {self.records} records of job {job_id} were left out: " + "; ".join(parts)
 
 
-# json.dumps(row, ensure_ascii=False) makes this encoder anew for every line; the bytes are the same
-_encode = json.JSONEncoder(ensure_ascii=False).encode
 WRITE_BATCH = 512  # lines written to the file at once
 
 
@@ -293,6 +291,7 @@ def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filt
     else:
         kinds = ["pair" if fmt in DPO_FORMATS else "conversation"]
     check = LineCheck(fmt, line_validator(fmt))
+    checked_text = None if with_meta else CHECKED_TEXT.get(fmt)  # check and text in one pass (gen.export_lines)
     report = ExportReport()
     destination = Destination(output)  # refuses folders, FIFOs, devices, unwritable paths (gen.output)
     sink = destination.open()
@@ -310,12 +309,15 @@ def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filt
                     report.held_back[reason] = report.held_back.get(reason, 0) + 1
                     continue
                 for row, extra in _rows(record, fmt, templates, refusal_filter, report):
-                    problem = check.problem(row)
-                    if problem:
-                        raise GenError(f"record {record.id} does not make a valid {fmt} line: {problem}")
-                    if with_meta:
-                        row["metadata"] = {**record.meta, "record_id": record.id, "key": record.key, **extra}
-                    lines.append(_encode(row))
+                    text = checked_text(row) if checked_text is not None else None
+                    if text is None:
+                        problem = check.problem(row)
+                        if problem:
+                            raise GenError(f"record {record.id} does not make a valid {fmt} line: {problem}")
+                        if with_meta:
+                            row["metadata"] = {**record.meta, "record_id": record.id, "key": record.key, **extra}
+                        text = encode(row)
+                    lines.append(text)
                     report.written += 1
                 if len(lines) >= WRITE_BATCH:
                     sink.write("\n".join(lines) + "\n")

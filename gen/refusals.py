@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ahocorasick_rs import AhoCorasick
+from ahocorasick_rs import AhoCorasick, BytesAhoCorasick
 
 DISCLAIMER, REFUSAL = "disclaimer", "refusal"
 KINDS = (DISCLAIMER, REFUSAL)
@@ -34,6 +34,9 @@ KINDS = (DISCLAIMER, REFUSAL)
 # after NFKC (which already maps full-width quotes and no-break spaces)
 _STRAIGHTENED = (("\u2019", "'"), ("\u2018", "'"), ("\u02bc", "'"),
                  ("\u201c", '"'), ("\u201d", '"'), ("\u201e", '"'), ("\u00ab", '"'), ("\u00bb", '"'))
+# The only characters besides A-Z whose lower case holds an ASCII character (İ, the Kelvin sign): checked by
+# tests/test_export_lines.py over every code point
+LOWER_CASE_HOLDS_ASCII = ("\u0130", "\u212a")
 _SPACES = re.compile(r"[ \t]{2,}|\t")
 
 # --- quoted speech ------------------------------------------------------------------------------------------
@@ -262,7 +265,9 @@ class RefusalDetector:
         # says so (checking the hints one `in` at a time was most of `gen export`'s time).
         hints = [h for _, words, _ in self.disclaimers for h in words]
         hints += list(_REFUSAL_HINTS) if REFUSAL in self.kinds else []
-        self.hints = AhoCorasick(list(dict.fromkeys(hints))) if hints else None
+        hints = list(dict.fromkeys(hints))
+        self.hints = AhoCorasick(hints) if hints else None
+        self.byte_hints = BytesAhoCorasick([h.encode("ascii") for h in hints]) if hints else None
         self.refusal_names: dict[str, str] = {}
         self.refusals = self._anchored(_REFUSAL_PATTERNS) if REFUSAL in self.kinds else None
         self.phrases = [(p, re.compile(r"(?<!\w)" + re.escape(normalise(p).strip().lower()) + r"(?!\w)"))
@@ -315,7 +320,14 @@ class RefusalDetector:
         Texts joined with NUL are scanned in one go: NUL ends every context normalising and lower-casing look at
         (NFKC composes nothing with it, runs of spaces and Greek final sigma stop at it) and is in no hint, so a
         hint is in the joined text exactly when it is in one of the texts."""
-        return self.hints is not None and bool(self.hints.find_matches_as_indexes(normalise(text).lower()))
+        if self.hints is None:
+            return False
+        norm = normalise(text)
+        if LOWER_CASE_HOLDS_ASCII[0] in norm or LOWER_CASE_HOLDS_ASCII[1] in norm:
+            return bool(self.hints.find_matches_as_indexes(norm.lower()))
+        # Hints are ASCII, and no other character lower-cases to ASCII: lowering only the ASCII bytes of the text
+        # finds the same hints, faster than str.lower on text that is not all ASCII
+        return bool(self.byte_hints.find_matches_as_indexes(norm.encode("utf-8", "surrogatepass").lower()))
 
     def _anchored(self, patterns: dict[str, str]) -> re.Pattern[str]:
         alternatives = []
@@ -330,8 +342,11 @@ class RefusalDetector:
         conversation = list(conversation)
         if not (self.phrases or self.patterns):
             texts = [message.get("content") or "" for message in conversation if message.get("role") == "assistant"]
-            if all(type(t) is str for t in texts) and not self.has_hint("\x00".join(texts)):
-                return None
+            try:
+                if not self.has_hint("\x00".join(texts)):
+                    return None
+            except TypeError:
+                pass  # content that is not text: the turn-by-turn search says what it says of it
         for message in conversation:
             if message.get("role") == "assistant":
                 found = self.match(message.get("content") or "")

@@ -47,6 +47,7 @@ def page_query(job_id: str, *, kind: str | None, after: int, limit: int, ids: li
     return q.order_by(c.id).limit(limit)
 
 
-def rows_of(result) -> Iterator[RecordRow]:
-    for rid, key, kind, conversation, meta in result:
+def decoded(rows) -> Iterator[RecordRow]:
+    """The rows of a page query (fetched at once), decoded one at a time as they are taken."""
+    for rid, key, kind, conversation, meta in rows:
         yield RecordRow(rid, key, kind, decode(conversation), decode(meta))

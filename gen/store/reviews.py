@@ -108,7 +108,7 @@ def reviewed_records(store, job_id: str, records: Iterator[RecordRow], *, kind: 
     if rejected:
         yield from (r for r in records if r.id not in included)
         return
-    yield from (r for r in records if r.id not in excluded)
+    yield from (r for r in records if r.id not in excluded) if excluded else records
     if kind != "conversation" or not included:
         return
     yield from store.iter_record_rows(job_id, kind="rejected", ids=included)

@@ -321,26 +321,27 @@ class Store(Coordination):
             last = rows[-1].id
 
     def iter_record_rows(self, job_id: str, *, kind: str | None = None, ids: Iterable[int] | None = None,
-                         page: int = 2000) -> Iterator[RecordRow]:
+                         page: int = 5000) -> Iterator[RecordRow]:
         """What `iter_records` streams (or only the records `ids`), as light tuples read with SQLAlchemy Core in
-        keyset pages of `page` rows, each page its own short read (constant memory; no lock held between pages).
-        For reading many records fast (gen export): see gen.store.record_rows."""
+        keyset pages of `page` rows, each page one short read (no lock held between pages), decoded one row at a
+        time (memory: one page of JSON text). For reading many records fast (gen export): gen.store.record_rows."""
         if ids is not None:
             wanted = sorted(set(ids))
             for start in range(0, len(wanted), page):
                 with self.engine.connect() as conn:
-                    yield from list(record_rows.rows_of(conn.execute(record_rows.page_query(
-                        job_id, kind=kind, after=0, limit=page, ids=wanted[start:start + page]))))
+                    rows = conn.execute(record_rows.page_query(job_id, kind=kind, after=0, limit=page,
+                                                               ids=wanted[start:start + page])).all()
+                yield from record_rows.decoded(rows)
             return
         last = 0
         while True:
             with self.engine.connect() as conn:
-                rows = list(record_rows.rows_of(conn.execute(record_rows.page_query(
-                    job_id, kind=kind, after=last, limit=page))))
+                rows = conn.execute(record_rows.page_query(job_id, kind=kind, after=last, limit=page)).all()
             if not rows:
                 return
-            yield from rows
-            last = rows[-1].id
+            last = rows[-1][0]
+            yield from record_rows.decoded(rows)
+            del rows
 
     def near_duplicates(self, job_id: str) -> int:
         """Generated texts dropped as near-duplicates in a job (gen.neardup)."""

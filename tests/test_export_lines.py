@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gen import refusals
 from gen.export import FORMATS, RefusalFilter, export_job, line_validator
-from gen.export_checks import SUFFICIENT
+from gen.export_lines import SUFFICIENT
 from gen.store import Store
 from gen.text_templates import TEMPLATES, NotAChat
 from gen.types import NewRecord
@@ -109,3 +109,10 @@ def test_the_one_scan_hint_search_finds_what_checking_each_hint_in_each_turn_fin
     conversation = [{"role": "assistant", "content": t} for t in texts]
     first = next((m for m in (detector.match(t) for t in texts) if m), None)
     assert detector.match_conversation(conversation) == first
+
+
+def test_the_characters_whose_lower_case_holds_ascii_are_the_ones_the_filter_knows():
+    import sys
+
+    found = [chr(i) for i in range(128, sys.maxunicode + 1) if any(ord(x) < 128 for x in chr(i).lower())]
+    assert tuple(found) == refusals.LOWER_CASE_HOLDS_ASCII

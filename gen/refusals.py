@@ -247,6 +247,15 @@ def sentences(text: str) -> list[str]:
     return [_ITEM_MARK.sub("", p) for p in parts if p]
 
 
+def _apostrophes(hint: str) -> list[str]:
+    """`hint` with each apostrophe in every form `normalise` straightens to one."""
+    forms = ["'"] + [curly for curly, straight in _STRAIGHTENED if straight == "'"]
+    variants = [""]
+    for char in hint:
+        variants = [v + c for v in variants for c in (forms if char == "'" else [char])]
+    return variants
+
+
 class RefusalDetector:
     """Finds refusals and AI disclaimers in one message (`match`) or in a conversation's assistant turns."""
 
@@ -267,7 +276,8 @@ class RefusalDetector:
         hints += list(_REFUSAL_HINTS) if REFUSAL in self.kinds else []
         hints = list(dict.fromkeys(hints))
         self.hints = AhoCorasick(hints) if hints else None
-        self.byte_hints = BytesAhoCorasick([h.encode("ascii") for h in hints]) if hints else None
+        self.byte_hints = BytesAhoCorasick([v.encode("utf-8") for h in hints for v in _apostrophes(h)]) \
+            if hints else None
         self.refusal_names: dict[str, str] = {}
         self.refusals = self._anchored(_REFUSAL_PATTERNS) if REFUSAL in self.kinds else None
         self.phrases = [(p, re.compile(r"(?<!\w)" + re.escape(normalise(p).strip().lower()) + r"(?!\w)"))
@@ -322,9 +332,12 @@ class RefusalDetector:
         hint is in the joined text exactly when it is in one of the texts."""
         if self.hints is None:
             return False
-        norm = normalise(text)
+        # `normalise` without straightening the quotes: the byte hints hold each apostrophe in all its forms
+        norm = unicodedata.normalize("NFKC", text)
+        if "  " in norm or "\t" in norm:
+            norm = _SPACES.sub(" ", norm)
         if LOWER_CASE_HOLDS_ASCII[0] in norm or LOWER_CASE_HOLDS_ASCII[1] in norm:
-            return bool(self.hints.find_matches_as_indexes(norm.lower()))
+            return bool(self.hints.find_matches_as_indexes(normalise(norm).lower()))
         # Hints are ASCII, and no other character lower-cases to ASCII: lowering only the ASCII bytes of the text
         # finds the same hints, faster than str.lower on text that is not all ASCII
         return bool(self.byte_hints.find_matches_as_indexes(norm.encode("utf-8", "surrogatepass").lower()))

@@ -352,14 +352,14 @@ class RefusalDetector:
 
     def match_conversation(self, conversation: Iterable[dict[str, str]]) -> Match | None:
         """The first match in the conversation's assistant turns (user and system turns are not checked)."""
-        conversation = list(conversation)
+        if not isinstance(conversation, list):
+            conversation = list(conversation)
         if not (self.phrases or self.patterns):
-            texts = [message.get("content") or "" for message in conversation if message.get("role") == "assistant"]
             try:
-                if not self.has_hint("\x00".join(texts)):
+                if not self.has_hint("\x00".join([m["content"] for m in conversation if m["role"] == "assistant"])):
                     return None
-            except TypeError:
-                pass  # content that is not text: the turn-by-turn search says what it says of it
+            except (KeyError, TypeError):
+                pass  # a turn without role or content, or content that is not text: the turn-by-turn search decides
         for message in conversation:
             if message.get("role") == "assistant":
                 found = self.match(message.get("content") or "")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gen import refusals
 from gen.export import FORMATS, RefusalFilter, export_job, line_validator
-from gen.export_lines import SUFFICIENT
+from gen.export_lines import CHECKED_TEXT, SUFFICIENT
 from gen.store import Store
 from gen.text_templates import TEMPLATES, NotAChat
 from gen.types import NewRecord
@@ -116,3 +116,21 @@ def test_the_characters_whose_lower_case_holds_ascii_are_the_ones_the_filter_kno
 
     found = [chr(i) for i in range(128, sys.maxunicode + 1) if any(ord(x) < 128 for x in chr(i).lower())]
     assert tuple(found) == refusals.LOWER_CASE_HOLDS_ASCII
+
+
+CHARS = st.sampled_from(['"', "\\", "\n", "\t", "\x00", "\x01", "\x1f", "\x7f", "\u2028", "\ud800", "é", "😀", "a", " "])
+CONTENT = st.one_of(st.lists(CHARS, max_size=6).map("".join), st.text(max_size=5), JSON_VALUES)
+
+
+@settings(max_examples=400, deadline=None)
+@given(conversation=st.lists(st.fixed_dictionaries({"role": ROLES, "content": CONTENT}), max_size=5),
+       fmt=st.sampled_from(sorted(CHECKED_TEXT)), reverse_keys=st.booleans())
+def test_a_line_put_together_is_json_dumps_byte_for_byte(conversation, fmt, reverse_keys):
+    for row in _rows(fmt, conversation):
+        if reverse_keys:  # a turn whose keys come in the other order: json.dumps follows the dict's order
+            key = next(iter(row))
+            row = {key: [dict(reversed(list(turn.items()))) for turn in row[key]]}
+        text = CHECKED_TEXT[fmt](row)
+        if text is not None:
+            assert text == json.dumps(row, ensure_ascii=False)
+        assert (text is not None) == (SUFFICIENT[fmt](row) and not reverse_keys)

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gen import refusals
+from gen.errors import UsageError
 from gen.export import FORMATS, RefusalFilter, export_job, line_validator
 from gen.export_lines import CHECKED_TEXT, SUFFICIENT
 from gen.store import Store
@@ -62,7 +63,7 @@ def _rows(fmt: str, conversation):
         if fmt == "text":
             return [{"text": render(conversation)} for render in TEMPLATES.values()]
         return [FORMATS[fmt](conversation)]
-    except (KeyError, TypeError, NotAChat, Exception):  # the format cannot make a line of it: nothing to check
+    except (KeyError, TypeError, NotAChat, UsageError):  # the format cannot make a line of it: nothing to check
         return []
 
 
@@ -87,7 +88,8 @@ def test_no_check_accepts_a_line_the_schema_refuses(row, fmt):
 
 TRICKY = st.sampled_from(["a", "I", "i", " ", "  ", "\t", "\n", "\x00", "'", "\u2019", "\u201c", "\u0301", "\u0307",
                           "\u03a3", "\u0391", "\u0130", "\u212a", "\uff21", "\ufb01", "\u1100", "\u1161", "e",
-                          "As an AI", "can't", "CAN\u2019T", " ai", "LANGUAGE MODEL", "not a ", "by OpenAI", ".", "\u00a0"])
+                          "As an AI", "can't", "CAN\u2019T", " ai", "LANGUAGE MODEL", "not a ", "by OpenAI", ".",
+                          "\u00a0"])
 TEXTS = st.lists(st.lists(TRICKY, max_size=8).map("".join), min_size=1, max_size=4)
 
 

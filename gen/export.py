@@ -19,7 +19,8 @@ from typing import Any
 from gen.errors import GenError, UsageError
 from gen.output import Destination
 from gen.refusals import DISCLAIMER, KINDS, Match, RefusalDetector
-from gen.schemas import first_problem, load_schema, validator_for, validator_for_schema_text
+from gen.export_lines import CHECKED_TEXT, LineCheck, encode
+from gen.schemas import load_schema, validator_for, validator_for_schema_text
 from gen.store import Store
 from gen.store.reviews import reviewed_records
 from gen.text_templates import TEMPLATES, NotAChat
@@ -213,6 +214,9 @@ class ExportReport:
         return f"all {self.records} records of job {job_id} were left out: " + "; ".join(parts)
 
 
+WRITE_BATCH = 512  # lines written to the file at once
+
+
 def line_validator(fmt: str):
     if fmt in (KTO, TEXT):
         return validator_for(f"export_{fmt}")
@@ -286,15 +290,17 @@ def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filt
         kinds = ["pair", "conversation", "rejected"]
     else:
         kinds = ["pair" if fmt in DPO_FORMATS else "conversation"]
-    validator = line_validator(fmt)
+    check = LineCheck(fmt, line_validator(fmt))
+    checked_text = None if with_meta else CHECKED_TEXT.get(fmt)  # check and text in one pass (gen.export_lines)
     report = ExportReport()
     destination = Destination(output)  # refuses folders, FIFOs, devices, unwritable paths (gen.output)
     sink = destination.open()
+    lines: list[str] = []
     try:
         for kind in kinds:
             # Human review marks (gen serve): excluded records are left out; rejected conversations a reviewer
             # put back follow (KTO reads rejected records itself, so it takes exclusions only).
-            marked = reviewed_records(store, job_id, store.iter_records(job_id, kind=kind),
+            marked = reviewed_records(store, job_id, store.iter_record_rows(job_id, kind=kind),
                                       kind="" if fmt == KTO else kind, rejected=rejected)
             for record in marked:
                 report.records += 1
@@ -303,13 +309,21 @@ def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filt
                     report.held_back[reason] = report.held_back.get(reason, 0) + 1
                     continue
                 for row, extra in _rows(record, fmt, templates, refusal_filter, report):
-                    problem = first_problem(validator, row)
-                    if problem:
-                        raise GenError(f"record {record.id} does not make a valid {fmt} line: {problem}")
-                    if with_meta:
-                        row["metadata"] = {**record.meta, "record_id": record.id, "key": record.key, **extra}
-                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    text = checked_text(row) if checked_text is not None else None
+                    if text is None:
+                        problem = check.problem(row)
+                        if problem:
+                            raise GenError(f"record {record.id} does not make a valid {fmt} line: {problem}")
+                        if with_meta:
+                            row["metadata"] = {**record.meta, "record_id": record.id, "key": record.key, **extra}
+                        text = encode(row)
+                    lines.append(text)
                     report.written += 1
+                if len(lines) >= WRITE_BATCH:
+                    sink.write("\n".join(lines) + "\n")
+                    lines.clear()
+        if lines:
+            sink.write("\n".join(lines) + "\n")
         if not report.written:
             raise GenError(f"0 lines: {report.why_empty(job_id, fmt)}; nothing written")
         sink.flush()

@@ -26,12 +26,17 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ahocorasick_rs import AhoCorasick, BytesAhoCorasick
+
 DISCLAIMER, REFUSAL = "disclaimer", "refusal"
 KINDS = (DISCLAIMER, REFUSAL)
 
 # after NFKC (which already maps full-width quotes and no-break spaces)
 _STRAIGHTENED = (("\u2019", "'"), ("\u2018", "'"), ("\u02bc", "'"),
                  ("\u201c", '"'), ("\u201d", '"'), ("\u201e", '"'), ("\u00ab", '"'), ("\u00bb", '"'))
+# The only characters besides A-Z whose lower case holds an ASCII character (İ, the Kelvin sign): checked by
+# tests/test_export_lines.py over every code point
+LOWER_CASE_HOLDS_ASCII = ("\u0130", "\u212a")
 _SPACES = re.compile(r"[ \t]{2,}|\t")
 
 # --- quoted speech ------------------------------------------------------------------------------------------
@@ -242,6 +247,15 @@ def sentences(text: str) -> list[str]:
     return [_ITEM_MARK.sub("", p) for p in parts if p]
 
 
+def _apostrophes(hint: str) -> list[str]:
+    """`hint` with each apostrophe in every form `normalise` straightens to one."""
+    forms = ["'"] + [curly for curly, straight in _STRAIGHTENED if straight == "'"]
+    variants = [""]
+    for char in hint:
+        variants = [v + c for v in variants for c in (forms if char == "'" else [char])]
+    return variants
+
+
 class RefusalDetector:
     """Finds refusals and AI disclaimers in one message (`match`) or in a conversation's assistant turns."""
 
@@ -256,6 +270,14 @@ class RefusalDetector:
         # refusals, anchored at a sentence start, are one expression whose alternatives are named g0, g1, ...
         self.disclaimers = [(name, _DISCLAIMER_HINTS[name], re.compile(pattern))
                             for name, pattern in _DISCLAIMER_PATTERNS.items()] if DISCLAIMER in self.kinds else []
+        # Every hint of those rules in one Aho-Corasick automaton: most texts hold none, and one scan of the text
+        # says so (checking the hints one `in` at a time was most of `gen export`'s time).
+        hints = [h for _, words, _ in self.disclaimers for h in words]
+        hints += list(_REFUSAL_HINTS) if REFUSAL in self.kinds else []
+        hints = list(dict.fromkeys(hints))
+        self.hints = AhoCorasick(hints) if hints else None
+        self.byte_hints = BytesAhoCorasick([v.encode("utf-8") for h in hints for v in _apostrophes(h)]) \
+            if hints else None
         self.refusal_names: dict[str, str] = {}
         self.refusals = self._anchored(_REFUSAL_PATTERNS) if REFUSAL in self.kinds else None
         self.phrases = [(p, re.compile(r"(?<!\w)" + re.escape(normalise(p).strip().lower()) + r"(?!\w)"))
@@ -271,6 +293,8 @@ class RefusalDetector:
         """The first refusal, disclaimer, extra phrase or extra pattern in `text` (outside quoted speech)."""
         norm = normalise(text)
         low = norm.lower()
+        if not (self.phrases or self.patterns or self.hints is not None and self.hints.find_matches_as_indexes(low)):
+            return None  # no hint of any rule in the text: what the checks below would conclude, in one scan
         disclaimers = [(name, rx) for name, hints, rx in self.disclaimers if any(h in low for h in hints)]
         refusals = self.refusals is not None and any(h in low for h in _REFUSAL_HINTS)
         if not (disclaimers or refusals or self.phrases or self.patterns):
@@ -300,6 +324,24 @@ class RefusalDetector:
                                  sentence[start:end] if len(sentence) == len(lowered) else found.group(0))
         return None
 
+    def has_hint(self, text: str) -> bool:
+        """Whether a hint of any rule is in the text (once normalised), without which no rule matches.
+
+        Texts joined with NUL are scanned in one go: NUL ends every context normalising and lower-casing look at
+        (NFKC composes nothing with it, runs of spaces and Greek final sigma stop at it) and is in no hint, so a
+        hint is in the joined text exactly when it is in one of the texts."""
+        if self.hints is None:
+            return False
+        # `normalise` without straightening the quotes: the byte hints hold each apostrophe in all its forms
+        norm = unicodedata.normalize("NFKC", text)
+        if "  " in norm or "\t" in norm:
+            norm = _SPACES.sub(" ", norm)
+        if LOWER_CASE_HOLDS_ASCII[0] in norm or LOWER_CASE_HOLDS_ASCII[1] in norm:
+            return bool(self.hints.find_matches_as_indexes(normalise(norm).lower()))
+        # Hints are ASCII, and no other character lower-cases to ASCII: lowering only the ASCII bytes of the text
+        # finds the same hints, faster than str.lower on text that is not all ASCII
+        return bool(self.byte_hints.find_matches_as_indexes(norm.encode("utf-8", "surrogatepass").lower()))
+
     def _anchored(self, patterns: dict[str, str]) -> re.Pattern[str]:
         alternatives = []
         for name, pattern in patterns.items():
@@ -310,6 +352,14 @@ class RefusalDetector:
 
     def match_conversation(self, conversation: Iterable[dict[str, str]]) -> Match | None:
         """The first match in the conversation's assistant turns (user and system turns are not checked)."""
+        if not isinstance(conversation, list):
+            conversation = list(conversation)
+        if not (self.phrases or self.patterns):
+            try:
+                if not self.has_hint("\x00".join([m["content"] for m in conversation if m["role"] == "assistant"])):
+                    return None
+            except (KeyError, TypeError):
+                pass  # a turn without role or content, or content that is not text: the turn-by-turn search decides
         for message in conversation:
             if message.get("role") == "assistant":
                 found = self.match(message.get("content") or "")

@@ -14,6 +14,7 @@ from sqlmodel import Field, SQLModel, select
 
 from gen.errors import UsageError
 from gen.store.models import Record, utcnow
+from gen.store.record_rows import RecordRow
 
 
 class ReviewAction:
@@ -95,8 +96,10 @@ def review_overrides(store, job_id: str) -> tuple[set[int], set[int]]:
     return excluded, included
 
 
-def reviewed_records(store, job_id: str, records: Iterator[Record], *, kind: str, rejected: bool) -> Iterator[Record]:
-    """`records` (a job's records of `kind`, or its rejected ones) with the human marks applied.
+def reviewed_records(store, job_id: str, records: Iterator[RecordRow], *, kind: str,
+                     rejected: bool) -> Iterator[RecordRow]:
+    """`records` (a job's records of `kind`, or its rejected ones, as `Store.iter_record_rows` reads them) with
+    the human marks applied.
 
     Normal export: excluded records are left out, and rejected records re-included by a reviewer follow (for
     conversation formats; a rejected pair has no winner to export). `rejected` export: re-included records
@@ -105,11 +108,7 @@ def reviewed_records(store, job_id: str, records: Iterator[Record], *, kind: str
     if rejected:
         yield from (r for r in records if r.id not in included)
         return
-    yield from (r for r in records if r.id not in excluded)
+    yield from (r for r in records if r.id not in excluded) if excluded else records
     if kind != "conversation" or not included:
         return
-    wanted = sorted(included)
-    for start in range(0, len(wanted), 500):
-        with store.session() as s:
-            yield from s.exec(select(Record).where(Record.job_id == job_id, Record.kind == "rejected",
-                                                   Record.id.in_(wanted[start:start + 500])).order_by(Record.id))
+    yield from store.iter_record_rows(job_id, kind="rejected", ids=included)

@@ -37,7 +37,6 @@ later near-duplicates of the second.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import struct
@@ -50,9 +49,9 @@ from gen.text import normalise, text_key
 if TYPE_CHECKING:
     from gen.store.models import NearDuplicate
 
-# The database layer (SQLAlchemy, gen.store.models) is imported by the methods that use it, when they run:
-# `similarity`, `DEFAULT_THRESHOLD` and `normalise` are read by instructors at plan time, and validating a job
-# file must not load the database layer (tests/test_imports.py).
+# The database layer (SQLAlchemy, gen.store.models) and asyncio are imported by the methods that use them, when
+# they run: instructors read `similarity`, `DEFAULT_THRESHOLD` and `normalise` at plan time, and validating a job
+# file loads no database layer (tests/test_imports.py).
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +163,8 @@ class NearDupIndex:
 
     async def add_if_new(self, scope: str, text: str, *, key: str | None = None,
                          threshold: float = DEFAULT_THRESHOLD) -> bool:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         verdict = await loop.run_in_executor(self.store.executor, lambda: self.check_and_add(
             scope, text, key=key, threshold=threshold))
@@ -195,6 +196,8 @@ class NearDupIndex:
 
     async def remember(self, scope: str, items: list[tuple[str, str]], *, threshold: float = DEFAULT_THRESHOLD) -> None:
         """Index `(key, text)` items as already seen (texts of earlier jobs), without checking or counting them."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.store.executor, lambda: self.remember_sync(scope, items, threshold=threshold))
 

@@ -42,7 +42,8 @@ def validator_for(name: str) -> Draft202012Validator:
     every `gen validate`): tests/test_imports.py checks every schema gen ships."""
     from jsonschema import Draft202012Validator
 
-    return Draft202012Validator(load_schema(name), format_checker=Draft202012Validator.FORMAT_CHECKER)
+    schema = json.loads(json.dumps(load_schema(name), sort_keys=True))  # keys sorted: problems in a stable order
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 @lru_cache(maxsize=256)

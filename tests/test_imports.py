@@ -60,4 +60,4 @@ def test_every_schema_gen_ships_is_a_valid_json_schema():
     assert "job" in names
     for name in names:
         Draft202012Validator.check_schema(load_schema(name))
-        assert validator_for(name).schema is load_schema(name)
+        assert validator_for(name).schema == load_schema(name)

@@ -92,6 +92,8 @@ def start_workers(n: int, concurrency: int, folder: Path, trace: bool = False) -
     deadline = time.monotonic() + (300 if trace else 60)  # tracemalloc slows the imports down several times
     while not all(" ready." in log.read_text() for log in logs):
         if time.monotonic() > deadline:
+            for proc in procs:
+                proc.kill()
             raise SystemExit("workers did not start:\n" + "\n".join(log.read_text()[-2000:] for log in logs))
         time.sleep(0.1)
     time.sleep(1.0)  # let the runtime (event loop, Redis client) come up

@@ -126,7 +126,11 @@ def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, in
     fresh_state()
     folder = Path(tempfile.mkdtemp(prefix="gen-fleet-bench-"))
     sim, base = start_simulator(latency, rpm)
-    procs = start_workers(workers, concurrency, folder, trace)
+    try:
+        procs = start_workers(workers, concurrency, folder, trace)
+    except BaseException:
+        sim.terminate()
+        raise
     try:
         job_file = write_job(folder, base, units, rpm, in_flight)
         cpu0 = {p.pid: cpu_seconds(p.pid) for p in procs}

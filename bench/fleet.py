@@ -3,9 +3,13 @@
     python bench/fleet.py rate      # 600 units, teacher limit 1200 RPM, latency 0.5 s, 2 workers: time vs ideal
     python bench/fleet.py latency   # 3000 units, no limit, latency 0.5 s: persisted units per second, CPU per unit
     python bench/fleet.py memory    # one worker's RSS after 2,000 and after 20,000 calls
+    python bench/fleet.py memory --points 2000,5000,10000,20000,40000   # the RSS series: a plateau or a leak
+    python bench/fleet.py memory --points 2000,20000 --trace   # also: what grew (tracemalloc in the worker)
 
-Uses the machine's PostgreSQL (a fresh database `gen_bench`) and Redis (database 9, flushed), as the README's
-fleet section starts them. Prints its figures; asserts nothing.
+Uses the machine's PostgreSQL (a fresh database `gen_bench`, or $GEN_BENCH_DB) and Redis (database 9, flushed;
+$GEN_BENCH_REDIS for another), as the README's fleet section starts them. Prints its figures; asserts nothing.
+With --trace the worker runs under tracemalloc (slower, and its RSS includes tracemalloc's own): a snapshot is
+taken at each point, and the allocations that grew most between the first and the last are printed.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from datetime import timezone
 from pathlib import Path
 
 PG_ADMIN = os.environ.get("GEN_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-DB_URL = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/gen_bench"
+DB_NAME = os.environ.get("GEN_BENCH_DB", "gen_bench")
+DB_URL = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + DB_NAME
 REDIS_URL = os.environ.get("GEN_BENCH_REDIS", "redis://127.0.0.1:6379/9")
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -50,10 +55,10 @@ def fresh_state() -> None:
     import redis
 
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute('DROP DATABASE IF EXISTS "gen_bench" WITH (FORCE)')
-        conn.execute('CREATE DATABASE "gen_bench"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
         if os.environ.get("GEN_BENCH_SYNCHRONOUS_COMMIT") == "off":  # to measure what the WAL flushes cost
-            conn.execute('ALTER DATABASE "gen_bench" SET synchronous_commit = off')
+            conn.execute(f'ALTER DATABASE "{DB_NAME}" SET synchronous_commit = off')
     redis.Redis.from_url(REDIS_URL).flushdb()
 
 
@@ -73,18 +78,22 @@ def start_simulator(latency: float, rpm: int) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the simulator did not start")
 
 
-def start_workers(n: int, concurrency: int, folder: Path) -> list[subprocess.Popen]:
+def start_workers(n: int, concurrency: int, folder: Path, trace: bool = False) -> list[subprocess.Popen]:
     env = {**os.environ, "GEN_DATABASE_URL": DB_URL, "GEN_REDIS_URL": REDIS_URL}
     procs, logs = [], []
     for i in range(n):
         log = folder / f"worker{i}.log"
         logs.append(log)
-        procs.append(subprocess.Popen([sys.executable, "-m", "gen", "worker", "-c", str(concurrency), "-n",
-                                       f"bench{i}@%h"], stdout=open(log, "w"), stderr=subprocess.STDOUT,
+        command = ["worker", "-c", str(concurrency), "-n", f"bench{i}@%h"]
+        start = [sys.executable, __file__, TRACED_WORKER, str(folder / f"trace{i}")] if trace else \
+            [sys.executable, "-m", "gen"]
+        procs.append(subprocess.Popen(start + command, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                                       env={**env, "GEN_WORKER_NAME": f"bench{i}"}))
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + (300 if trace else 60)  # tracemalloc slows the imports down several times
     while not all(" ready." in log.read_text() for log in logs):
         if time.monotonic() > deadline:
+            for proc in procs:
+                proc.kill()
             raise SystemExit("workers did not start:\n" + "\n".join(log.read_text()[-2000:] for log in logs))
         time.sleep(0.1)
     time.sleep(1.0)  # let the runtime (event loop, Redis client) come up
@@ -104,7 +113,7 @@ def write_job(folder: Path, base: str, units: int, rpm: int, concurrency: int) -
 
 
 def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, in_flight: int,
-        memory_marks: list[int]) -> None:
+        memory_marks: list[int], trace: bool = False) -> None:
     os.environ["GEN_DATABASE_URL"] = DB_URL
     os.environ["GEN_REDIS_URL"] = REDIS_URL
     from sqlalchemy import text
@@ -117,7 +126,11 @@ def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, in
     fresh_state()
     folder = Path(tempfile.mkdtemp(prefix="gen-fleet-bench-"))
     sim, base = start_simulator(latency, rpm)
-    procs = start_workers(workers, concurrency, folder)
+    try:
+        procs = start_workers(workers, concurrency, folder, trace)
+    except BaseException:
+        sim.terminate()
+        raise
     try:
         job_file = write_job(folder, base, units, rpm, in_flight)
         cpu0 = {p.pid: cpu_seconds(p.pid) for p in procs}
@@ -142,10 +155,19 @@ def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, in
             for mark in memory_marks:
                 if mark not in rss and done >= mark:
                     rss[mark] = rss_mb(procs[0].pid)
+                    print(f"  {rss[mark]:.1f} MB after {mark} units ({done} stored)", flush=True)
+                    if trace:
+                        (folder / "trace0" / f"{mark:08d}.want").touch()
             if not open_units:
+                for mark in memory_marks:  # a unit may store no record: the last marks are read at the end
+                    if mark not in rss:
+                        rss[mark] = rss_mb(procs[0].pid)
+                        print(f"  {rss[mark]:.1f} MB at the end, {done} records stored (mark {mark})", flush=True)
+                        if trace:
+                            (folder / "trace0" / f"{mark:08d}.want").touch()
                 break
-            if time.monotonic() - started > 900:
-                raise SystemExit(f"gave up: {done} of {units} after 900 s")
+            if time.monotonic() - started > max(900, units / 20):
+                raise SystemExit(f"gave up: {done} of {units} after {time.monotonic() - started:.0f} s")
         if done < units:
             print(f"warning: only {done} of {units} units stored: {store.stats(job.id).units}")
         with store.engine.connect() as conn:
@@ -156,6 +178,8 @@ def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, in
         sim_cpu = cpu_seconds(sim.pid) - sim_cpu0
         served = json.load(urllib.request.urlopen(base.rsplit("/v1", 1)[0] + "/sim/stats"))
         stats = store.stats(job.id)
+        if trace:
+            wait_for_snapshots(folder / "trace0", len(rss))
     finally:
         for p in procs:
             p.terminate()
@@ -174,6 +198,68 @@ def run(units: int, rpm: int, latency: float, workers: int, concurrency: int, in
         marks = sorted(rss)
         print("worker RSS: " + ", ".join(f"{rss[m]:.1f} MB after {m} units" for m in marks)
               + (f"; growth {(rss[marks[-1]] / rss[marks[0]] - 1) * 100:+.1f}%" if len(marks) > 1 else ""))
+        if len(marks) > 2:
+            print("growth from the first point: " + ", ".join(
+                f"{m}: {(rss[m] / rss[marks[0]] - 1) * 100:+.1f}%" for m in marks[1:]))
+    if trace:
+        print_growth(folder / "trace0")
+
+
+# --trace: the worker under tracemalloc --------------------------------------------------------------------
+TRACED_WORKER = "_traced-worker"
+
+
+def traced_worker(folder: Path, gen_args: list[str]) -> None:
+    """`gen worker` with tracemalloc on; a file NAME.want in `folder` asks for a snapshot, written to NAME.snap."""
+    import gc
+    import threading
+    import tracemalloc
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tracemalloc.start(int(os.environ.get("GEN_BENCH_TRACE_FRAMES", "6")))
+
+    def answer() -> None:
+        while True:
+            for want in sorted(folder.glob("*.want")):
+                gc.collect()
+                snapshot = tracemalloc.take_snapshot()
+                snapshot.dump(str(want.with_suffix(".tmp")))
+                want.with_suffix(".tmp").rename(want.with_suffix(".snap"))
+                want.unlink()
+            time.sleep(0.2)
+
+    threading.Thread(target=answer, name="bench-tracemalloc", daemon=True).start()
+    sys.argv = ["gen", *gen_args]
+    from gen.cli import main as gen_main
+
+    gen_main()
+
+
+def wait_for_snapshots(folder: Path, n: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list(folder.glob("*.snap"))) < n and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def print_growth(folder: Path, top: int = 15) -> None:
+    """The allocation sites (with their callers) that grew most between the first and the last snapshot."""
+    import tracemalloc
+
+    snaps = sorted(folder.glob("*.snap"))
+    if len(snaps) < 2:
+        print("trace: fewer than two snapshots were written")
+        return
+    ignore = [tracemalloc.Filter(False, tracemalloc.__file__),
+              tracemalloc.Filter(False, "<frozen importlib._bootstrap*>")]
+    first, last = (tracemalloc.Snapshot.load(str(p)).filter_traces(ignore) for p in (snaps[0], snaps[-1]))
+    total = sum(s.size for s in last.statistics("filename")) - sum(s.size for s in first.statistics("filename"))
+    print(f"traced Python allocations, {snaps[0].stem.lstrip('0')} -> {snaps[-1].stem.lstrip('0')} units: "
+          f"{total / 1024:+.0f} KiB in all; the sites that grew most:")
+    grew = sorted(last.compare_to(first, "traceback"), key=lambda stat: -stat.size_diff)
+    for stat in grew[:top]:
+        print(f"  {stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks  (now {stat.size / 1024:.0f} KiB)")
+        for frame in list(reversed(stat.traceback))[:4]:  # the allocating line first, then its callers
+            print(f"      {frame.filename.rsplit('site-packages/', 1)[-1]}:{frame.lineno}")
 
 
 def main() -> None:
@@ -183,13 +269,19 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20, help="task messages per worker process")
     parser.add_argument("--in-flight", type=int, default=200, help="the teacher's max_concurrency per process")
     parser.add_argument("--units", type=int, default=None, help="rate: 600, latency: 3000 by default")
+    parser.add_argument("--points", default="2000,20000",
+                        help="memory: the unit counts at which to read the worker's RSS (the last is the run's size)")
+    parser.add_argument("--trace", action="store_true", help="memory: tracemalloc in the worker; print what grew")
+    if len(sys.argv) > 2 and sys.argv[1] == TRACED_WORKER:
+        return traced_worker(Path(sys.argv[2]), sys.argv[3:])
     args = parser.parse_args()
     if args.mode == "rate":
         run(args.units or 600, 1200, 0.5, args.workers, args.concurrency, args.in_flight, [])
     elif args.mode == "latency":
         run(args.units or 3000, 0, 0.5, args.workers, args.concurrency, args.in_flight, [])
     else:
-        run(20000, 0, 0.05, 1, args.concurrency, args.in_flight, [2000, 20000])
+        points = sorted({int(p) for p in args.points.split(",") if p.strip()})
+        run(points[-1], 0, 0.05, 1, args.concurrency, args.in_flight, points, trace=args.trace)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The `gen` command. Each command is a thin layer over the library; errors become one line and an exit code."""
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -21,7 +22,26 @@ if TYPE_CHECKING:
 # Each command imports what it uses, when it runs: `gen --help` loads neither the database layer, the SDKs nor
 # the simulator (tests/test_imports.py).
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _Commands(click.Group):
+    """The `gen` group. Commands defined in other modules (`simulate`, `serve`, `report`) are imported when one
+    of them is run or the commands are listed (`gen --help`), so other commands do not import their modules."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, str] = {}  # command name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, _, attribute = self.lazy.pop(cmd_name).partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", "db_url", metavar="URL", help="Database URL (default: $GEN_DATABASE_URL or sqlite:///gen.db).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (never keys).")
 @click.version_option(package_name="gen")
@@ -292,16 +312,11 @@ def instructors() -> None:
 
 
 def _add_simulator() -> None:
-    from gen.simulator.command import simulate
-
-    cli.add_command(simulate)
+    cli.lazy["simulate"] = "gen.simulator.command:simulate"
 
 
 def _add_serve() -> None:
-    from gen.serve.command import report, serve
-
-    cli.add_command(serve)
-    cli.add_command(report)
+    cli.lazy.update(serve="gen.serve.command:serve", report="gen.serve.command:report")
 @click.command("assemble")
 @click.argument("config", required=False, type=click.Path(path_type=Path))
 @click.option("--job", "jobs", multiple=True, metavar="REF[=PRIORITY]", help="A job (id or name) as a source.")

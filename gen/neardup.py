@@ -37,20 +37,21 @@ later near-duplicates of the second.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
-
-from gen.store.models import NearDupBand, NearDupSignature, NearDuplicate, utcnow
 from gen.text import normalise, text_key
+
+if TYPE_CHECKING:
+    from gen.store.models import NearDuplicate
+
+# The database layer (SQLAlchemy, gen.store.models) and asyncio are imported by the methods that use them, when
+# they run: instructors read `similarity`, `DEFAULT_THRESHOLD` and `normalise` at plan time, and validating a job
+# file loads no database layer (tests/test_imports.py).
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,8 @@ class NearDupIndex:
 
     async def add_if_new(self, scope: str, text: str, *, key: str | None = None,
                          threshold: float = DEFAULT_THRESHOLD) -> bool:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         verdict = await loop.run_in_executor(self.store.executor, lambda: self.check_and_add(
             scope, text, key=key, threshold=threshold))
@@ -193,6 +196,8 @@ class NearDupIndex:
 
     async def remember(self, scope: str, items: list[tuple[str, str]], *, threshold: float = DEFAULT_THRESHOLD) -> None:
         """Index `(key, text)` items as already seen (texts of earlier jobs), without checking or counting them."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.store.executor, lambda: self.remember_sync(scope, items, threshold=threshold))
 
@@ -201,6 +206,8 @@ class NearDupIndex:
         another text owns already stays that text's: what an LSH index always accepts."""
         if not items:
             return
+        from gen.store.models import NearDupBand, NearDupSignature, utcnow
+
         stored, layout, now = stored_scope(scope), lsh_bands(round(threshold, 4)), utcnow()
         sig_rows, band_rows = [], []
         for key, text in dict(items).items():
@@ -217,6 +224,10 @@ class NearDupIndex:
                 index_elements=["job_id", "scope", "band", "band_hash"]), band_rows)
 
     def near_duplicates(self, scope: str | None = None) -> list[NearDuplicate]:
+        from sqlalchemy import select
+
+        from gen.store.models import NearDuplicate
+
         with self.store.session() as s:
             q = select(NearDuplicate).where(NearDuplicate.job_id == self.job_id)
             if scope is not None:
@@ -225,9 +236,13 @@ class NearDupIndex:
 
     # --------------------------------------------------------------------------------------------------
     def _insert(self, table):
+        from sqlalchemy.dialects import postgresql, sqlite
+
         return (postgresql.insert if self.store.dialect == "postgresql" else sqlite.insert)(table)
 
     def _insert_signature(self, conn, scope: str, key: str, sig: list[int]) -> bool:
+        from gen.store.models import NearDupSignature, utcnow
+
         table = NearDupSignature.__table__
         statement = self._insert(table).on_conflict_do_nothing(index_elements=["job_id", "scope", "item_key"]) \
             .returning(table.c.id)  # values as parameters: the statement compiles once and is cached
@@ -236,6 +251,10 @@ class NearDupIndex:
 
     def _insert_bands_or_raise(self, conn, scope: str, key: str, sig: list[int], bands: list[tuple[int, str]],
                                threshold: float) -> None:
+        from sqlalchemy import select
+
+        from gen.store.models import NearDupBand, NearDupSignature
+
         table = NearDupBand.__table__
         rows = [{"job_id": self.job_id, "scope": scope, "band": band, "band_hash": digest, "item_key": key}
                 for band, digest in bands]  # ascending band order: see the module's docstring
@@ -261,6 +280,8 @@ class NearDupIndex:
             raise _NearDuplicateFound(best[1], best[0])  # leaving the `begin()` block rolls everything back
 
     def _record_duplicate(self, scope: str, key: str, text: str, owner: str, similarity: float) -> None:
+        from gen.store.models import NearDuplicate, utcnow
+
         table = NearDuplicate.__table__
         statement = self._insert(table).values(
             job_id=self.job_id, scope=scope, item_key=key, duplicate_of=owner, similarity=round(similarity, 4),
@@ -272,6 +293,10 @@ class NearDupIndex:
         """Once per scope: say so when this job has signatures of an earlier representation (kept apart)."""
         if scope in self._scopes_checked:
             return
+        from sqlalchemy import select
+
+        from gen.store.models import NearDupSignature
+
         sigs = NearDupSignature.__table__
         with self.store.engine.connect() as conn:
             old = conn.execute(select(sigs.c.id).where(sigs.c.job_id == self.job_id, sigs.c.scope == scope)

@@ -1,16 +1,20 @@
-"""The JSON Schemas in `schemas/`: loading them (from the wheel or the checkout) and validating against them."""
+"""The JSON Schemas in `schemas/`: loading them (from the wheel or the checkout) and validating against them.
+
+jsonschema is imported when a validator is first built, not on import: instructors read their schemas with
+`load_schema` at import and plan time, and `gen --help` loads no jsonschema (tests/test_imports.py)."""
 from __future__ import annotations
 
 import difflib
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import jsonschema
-from jsonschema import Draft202012Validator
+from typing import TYPE_CHECKING, Any
 
 from gen.errors import GenError
+
+if TYPE_CHECKING:
+    import jsonschema
+    from jsonschema import Draft202012Validator
 
 
 def schemas_dir() -> Path:
@@ -34,11 +38,19 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @lru_cache(maxsize=None)
 def validator_for(name: str) -> Draft202012Validator:
-    return validator_for_schema_text(json.dumps(load_schema(name), sort_keys=True))
+    """A validator for gen's own schema `name`. It is not checked against the metaschema here (that took 40 ms of
+    every `gen validate`): tests/test_imports.py checks every schema gen ships."""
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(json.dumps(load_schema(name), sort_keys=True))  # keys sorted: problems in a stable order
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 @lru_cache(maxsize=256)
 def validator_for_schema_text(text: str) -> Draft202012Validator:
+    """A validator for a schema given as JSON text (an instructor's structured output), checked first."""
+    from jsonschema import Draft202012Validator
+
     schema = json.loads(text)
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)

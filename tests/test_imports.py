@@ -1,16 +1,21 @@
 """Each command imports what it uses: `gen --help` and `gen validate` load neither the database layer, the SDKs,
-Celery nor the simulator's HTTP server (start-up time is what users feel on every command)."""
+Celery, the servers nor numpy (start-up time is what users feel on every command; `python bench/startup.py`)."""
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
-HEAVY = ("sqlalchemy", "sqlmodel", "openai", "mistralai", "aiohttp", "celery", "redis", "datasketch")
+import pytest
+
+HEAVY = ("sqlalchemy", "sqlmodel", "openai", "mistralai", "aiohttp", "celery", "redis", "datasketch", "starlette",
+         "numpy")
+EXAMPLES = sorted((Path(__file__).parent.parent / "instructors").glob("*.yml"))
 
 
-def loaded_after(code: str) -> set[str]:
+def loaded_after(code: str, *, cwd: Path | None = None) -> set[str]:
     probe = code + "\nimport sys\nprint(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=cwd)
     assert out.returncode == 0, out.stderr
     return set(out.stdout.split())
 
@@ -27,3 +32,32 @@ def test_validate_reads_the_file_without_the_database_or_the_sdks(tmp_path):
     code = (f"from gen.cli import cli\ntry:\n    cli(['validate', {str(job)!r}])\nexcept SystemExit as e:\n"
             "    assert e.code in (0, None), e.code")
     assert not loaded_after(code) & set(HEAVY)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_validating_each_example_loads_nothing_heavy(example, tmp_path):
+    """Every worked example validates (or, for those that read an earlier job, says that job's database is not
+    there yet) without the database layer, the SDKs, Celery, the servers or numpy."""
+    code = (f"import sys\nfrom gen.cli import cli\ntry:\n    cli(['validate', {str(example)!r}])\n"
+            "except SystemExit as e:\n    print('exit', e.code, file=sys.stderr)\n"
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)  # no gen.db here (conftest's GEN_DATABASE_URL names one under tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "exit 0" in out.stderr or "no gen database at" in out.stderr, out.stderr
+    loaded = set(out.stdout.splitlines()[-1].split())  # after the "ok: ..." line validate prints
+    assert not loaded & set(HEAVY), f"{example.name}: {sorted(loaded & set(HEAVY))}"
+
+
+def test_every_schema_gen_ships_is_a_valid_json_schema():
+    """`gen.schemas.validator_for` no longer checks gen's own schemas against the metaschema on every start-up
+    (40 ms of `gen validate`): this test does, once, for all of them."""
+    from jsonschema import Draft202012Validator
+
+    from gen.schemas import load_schema, schemas_dir, validator_for
+
+    names = sorted(p.name.removesuffix(".schema.json") for p in schemas_dir().glob("*.schema.json"))
+    assert "job" in names
+    for name in names:
+        Draft202012Validator.check_schema(load_schema(name))
+        assert validator_for(name).schema == load_schema(name)

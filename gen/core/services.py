@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import unquote
 
 from gen.errors import JobFileError, UnknownJobError
 from gen.sources import SourceConversation
@@ -17,13 +18,13 @@ class DatabaseEarlierJobs:
         self.url = url
 
     def conversations(self, ref: str, *, label: str, option: str) -> list[SourceConversation]:
+        missing = _missing_sqlite_file(self.url)
+        if missing:  # said before the database layer is imported: `gen validate` stays quick
+            raise JobFileError(label, [f"{option}: no gen database at {missing} to read job '{ref}' from "
+                                       "(run that job first, or set GEN_DATABASE_URL)"])
         from gen.store import Store, UnitState
         from gen.store.db import redact
 
-        missing = _missing_sqlite_file(self.url)
-        if missing:
-            raise JobFileError(label, [f"{option}: no gen database at {missing} to read job '{ref}' from "
-                                       "(run that job first, or set GEN_DATABASE_URL)"])
         store = Store(self.url)
         try:
             try:
@@ -51,14 +52,12 @@ class DatabaseEarlierJobs:
 
 
 def _missing_sqlite_file(url: str) -> str | None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return None  # the store reports an unusable URL itself
-    path = parsed.database
-    if parsed.get_backend_name() == "sqlite" and path and path != ":memory:" and not Path(path).exists():
+    """The file a `sqlite:///PATH` URL names when it does not exist (None for any other URL, or one it cannot
+    read: the store reports an unusable URL itself). Read without SQLAlchemy, as its `make_url` reads it."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+")[0] != "sqlite" or not rest.startswith("/"):
+        return None
+    path = unquote(rest[1:].partition("?")[0])
+    if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
         return path
     return None

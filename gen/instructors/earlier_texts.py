@@ -9,13 +9,14 @@ near-duplicate of it (similarity 1.0).
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from gen.text import text_key
 
 if TYPE_CHECKING:
+    import asyncio
+
     from gen.instructors.base import Instructor
     from gen.sources import SourceConversation
 
@@ -55,6 +56,8 @@ class EarlierTexts:
         seen = self.instructor.services.seen
         if self._done or not self.refs or seen is None or threshold is None:
             return
+        import asyncio  # here, not on import: validating a job file plans units and never runs one
+
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:

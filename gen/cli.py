@@ -188,8 +188,10 @@ def worker(concurrency: int, queues: str, hostname: str | None, loglevel: str, e
     from gen.store import Store
     from worker.app import get_app
     from worker.dispatch import check_broker
+    from worker.memory import limit_malloc_arenas
     from worker.settings import fleet_settings
 
+    limit_malloc_arenas()  # before any pool thread exists (README Performance: worker memory)
     settings = fleet_settings()
     check_broker(settings.redis_url)  # a worker that cannot reach its queue or database says so and exits
     Store(settings.database_url).close()

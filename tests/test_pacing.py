@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from gen.config import TeacherSpec
 from gen.providers import make_provider
 from gen.ratelimit import LocalRateLimiter
+from gen.ratelimit.base import HeaderHint
 from gen.ratelimit.pace import DECREASE, HEADROOM, RECOVERY_SECONDS, Pace
 from gen.ratelimit.redis_limiter import RedisRateLimiter
 from gen.simulator import SimConfig, Simulator
@@ -136,6 +137,43 @@ def test_an_announced_limit_sets_the_ceiling_and_a_raised_one_is_climbed_to_slow
     assert REAL_RPM * HEADROOM < pace.requests.rate(62.0) < 600 * HEADROOM
     # Stated limits below the announced ones still rule.
     assert Pace.stated(30, None).announce(REAL_RPM, None, now=0.0) is False
+
+
+def test_an_announced_limit_that_confirms_the_stated_one_leaves_the_pace_whole():
+    pace = Pace.stated(STATED_RPM, 2_000_000)
+    assert not pace.announce(STATED_RPM, 2_000_000, now=0.0)  # the provider says what the job says
+    assert pace.requests.rate(0.0) == STATED_RPM and pace.tokens.rate(0.0) == 2_000_000
+    assert not pace.announce(STATED_RPM * 2, None, now=1.0)  # it allows more: the stated pace still rules
+    assert pace.requests.rate(1.0) == STATED_RPM
+    assert pace.announce(STATED_RPM - 1, None, now=2.0)  # below the stated one: headroom under it, at once
+    assert pace.requests.rate(2.0) == pytest.approx((STATED_RPM - 1) * HEADROOM)
+
+
+def test_with_no_429_the_pacer_issues_calls_at_the_stated_rpm_from_the_first_second():
+    # The provider announces exactly the stated limit on every answer (as the simulator and OpenAI do): six
+    # hundred calls must go out at 1,200 RPM, 20 in each second from the first, not at 95% of it.
+    clock = FakeClock()
+    interval = 60.0 / STATED_RPM
+    confirming = HeaderHint(remaining_requests=19, limit_requests=STATED_RPM, reset_requests=0.05)
+
+    async def main():
+        limiter = LocalRateLimiter(rpm=STATED_RPM, max_concurrency=200, clock=clock, sleep=clock.sleep)
+        starts: list[float] = []
+
+        async def call():
+            permit = await limiter.acquire(10)
+            starts.append(permit.granted_at)
+            await limiter.observe(confirming, 10)  # its answer's headers
+            await limiter.release(permit, 10)
+
+        await asyncio.gather(*(call() for _ in range(600)))
+        return starts, await limiter.current_rpm()
+
+    starts, rpm = asyncio.run(main())
+    assert rpm == STATED_RPM
+    t0 = starts[0]
+    assert sum(1 for s in starts if s < t0 + 1.0) == 20
+    assert starts[-1] - t0 == pytest.approx(599 * interval, abs=0.002)
 
 
 def test_a_stated_pace_does_not_adapt():
@@ -263,3 +301,23 @@ def test_what_one_worker_learns_paces_the_whole_fleet(redis_server):
         before, after = asyncio.run(main())
     assert before == STATED_RPM
     assert after == pytest.approx(REAL_RPM * HEADROOM, rel=1e-4)
+
+
+def test_a_fleet_keeps_the_stated_pace_when_the_provider_confirms_it(redis_server):
+    with Simulator(SimConfig(latency=0.01, rpm=STATED_RPM, seed=45)) as sim:
+        spec = spec_for(sim)
+
+        async def main():
+            limiter = fleet_limiter(redis_server.url, spec)()
+            teacher = TeacherClient(spec, make_provider(spec), limiter)
+            try:
+                await asyncio.gather(*(UnitTeacher(teacher, MemoryJournal()).chat(question(i)) for i in range(5)))
+                return await limiter.current_rpm()
+            finally:
+                await teacher.aclose()
+                await limiter.redis.aclose()
+
+        rpm = asyncio.run(main())
+        stats = sim.stats()
+    assert stats["by_status"] == {"200": 5}  # answers carrying x-ratelimit-limit-requests: 1200
+    assert rpm == pytest.approx(STATED_RPM)

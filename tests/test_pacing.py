@@ -17,10 +17,12 @@ import redis.asyncio as aioredis
 from gen.config import TeacherSpec
 from gen.providers import make_provider
 from gen.ratelimit import LocalRateLimiter
+from gen.ratelimit.local import CATCH_UP_SECONDS
 from gen.ratelimit.base import HeaderHint
 from gen.ratelimit.pace import DECREASE, HEADROOM, RECOVERY_SECONDS, Pace
 from gen.ratelimit.redis_limiter import RedisRateLimiter
 from gen.simulator import SimConfig, Simulator
+from gen.simulator.buckets import TokenBucket
 from gen.teacher import TeacherClient, UnitTeacher
 from fleet_helpers import RedisServer
 from test_teacher import MemoryJournal
@@ -104,6 +106,62 @@ def test_an_idle_limiter_starts_at_once_and_a_lost_slot_is_not_made_up():
     first, second, third = asyncio.run(main())
     assert second == first + 5.0          # the timeline was re-based: no wait after idling
     assert third == pytest.approx(second + 0.1)  # and no burst to make up the idle time
+
+
+class StallingClock(FakeClock):
+    """A fake clock whose event loop blocks once: the sleep that crosses `at` wakes `stall` seconds late."""
+
+    def __init__(self, at: float, stall: float):
+        super().__init__(lateness=(0.0, 0.0))
+        self.at, self.stall = self.now + at, stall
+
+    async def sleep(self, seconds: float) -> None:
+        before = self.now
+        await super().sleep(seconds)
+        if before < self.at <= self.now:
+            self.now += self.stall
+
+
+def paced_starts(clock: FakeClock, calls: int, *, rpm: float = STATED_RPM) -> list[float]:
+    async def main():
+        limiter = LocalRateLimiter(rpm=rpm, max_concurrency=calls, clock=clock, sleep=clock.sleep)
+        starts: list[float] = []
+
+        async def call():
+            permit = await limiter.acquire(10)
+            starts.append(permit.granted_at)
+            await limiter.release(permit, 10)
+
+        await asyncio.gather(*(call() for _ in range(calls)))
+        return sorted(starts)
+
+    return asyncio.run(main())
+
+
+def admitted_at_a_one_second_grain(starts: list[float]) -> bool:
+    """Would the simulator's limit (STATED_RPM in one-second buckets, without its timing tolerance) admit all?"""
+    bucket = TokenBucket(STATED_RPM, starts[0])
+    for start in starts:
+        bucket.refill(start)
+        if bucket.level < 1.0 - 1e-9:
+            return False
+        bucket.take(1.0)
+    return True
+
+
+def test_slots_missed_while_callers_waited_are_made_up_for_a_quarter_of_a_second_at_most():
+    interval = 60.0 / STATED_RPM
+    # The event loop blocks for 0.2 s a second into the run: the four slots missed are made up back to back, so
+    # 200 calls still take 199 intervals, and the burst is those slots only.
+    starts = paced_starts(StallingClock(at=1.0, stall=0.2), 200)
+    assert starts[-1] - starts[0] == pytest.approx(199 * interval, abs=1e-6)
+    assert max(sum(1 for s in starts if s == a) for a in starts) <= 0.2 / interval + 1
+    assert admitted_at_a_one_second_grain(starts)
+    # Blocked for 2 s: a quarter of a second is made up (five calls at once), the rest is lost, not burst.
+    starts = paced_starts(StallingClock(at=1.0, stall=2.0), 200)
+    assert starts[-1] - starts[0] == pytest.approx(199 * interval + 2.0 - CATCH_UP_SECONDS, abs=1e-6)
+    assert max(sum(1 for s in starts if s == a) for a in starts) == CATCH_UP_SECONDS / interval + 1
+    assert admitted_at_a_one_second_grain(starts)
 
 
 # ------------------------------------------------------------------------------------------ the pace rules

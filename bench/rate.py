@@ -14,7 +14,8 @@ Per run it prints where the time goes, from `GET /sim/arrivals`:
 - first_s: requests in the first second after the first one (the stated RPM / 60 is the most allowed);
 - tail:    last request -> the end (its answer, the last writes; the command's exit, or the fleet's last record);
 - total:   command start -> the end, vs the ideal (the headline: what a user waits), and the window from the first
-  request to the end vs the ideal (what pacing and the tail cost, without start-up).
+  request to the end vs the ideal (what pacing and the tail cost, without start-up);
+- CPU ms:  CPU per call of the command (bare SDK, gen run) or of the workers (fleet; `gen enqueue` not counted).
 Asserts nothing. Figures are noisy on a shared machine.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,11 @@ RPM, LATENCY = 1200, 0.5
 def arrivals(base: str) -> list[tuple[float, bool]]:
     url = base.rsplit("/v1", 1)[0] + "/sim/arrivals"
     return [(t, ok) for t, ok in json.load(urllib.request.urlopen(url))["arrivals"]]
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def figures(started: float, ended: float, seen: list[tuple[float, bool]], calls: int) -> dict[str, float]:
@@ -67,11 +74,11 @@ def job_file(folder: Path, base: str, calls: int) -> Path:
 def bare(calls: int) -> dict[str, float]:
     sim, base = fleet.start_simulator(LATENCY, RPM)
     try:
-        started = time.time()
+        cpu, started = children_cpu(), time.time()
         subprocess.run([sys.executable, str(HERE / "bare_sdk.py"), "--base-url", base, "--calls", str(calls),
                         "--concurrency", "200", "--rpm", str(RPM)], check=True, capture_output=True)
         ended = time.time()
-        return figures(started, ended, arrivals(base), calls)
+        return {**figures(started, ended, arrivals(base), calls), "cpu_ms": (children_cpu() - cpu) / calls * 1000}
     finally:
         sim.terminate()
         sim.wait()
@@ -83,13 +90,13 @@ def gen_run(calls: int) -> dict[str, float]:
     try:
         job = job_file(folder, base, calls)
         env = {**os.environ, "GEN_DATABASE_URL": f"sqlite:///{folder / 'gen.db'}"}
-        started = time.time()
+        cpu, started = children_cpu(), time.time()
         out = subprocess.run([sys.executable, "-m", "gen", "run", str(job), "--quiet"], env=env, cwd=folder,
                              capture_output=True, text=True)
         ended = time.time()
         if out.returncode != 0:
             raise SystemExit(f"gen run failed:\n{out.stderr[-2000:]}")
-        return figures(started, ended, arrivals(base), calls)
+        return {**figures(started, ended, arrivals(base), calls), "cpu_ms": (children_cpu() - cpu) / calls * 1000}
     finally:
         sim.terminate()
         sim.wait()
@@ -107,6 +114,7 @@ def fleet_run(calls: int, workers: int = 2) -> dict[str, float]:
     env = {**os.environ, "GEN_DATABASE_URL": fleet.DB_URL, "GEN_REDIS_URL": fleet.REDIS_URL}
     try:
         job = job_file(folder, base, calls)
+        cpu0 = {p.pid: fleet.cpu_seconds(p.pid) for p in procs}
         started = time.time()
         out = subprocess.run([sys.executable, "-m", "gen", "enqueue", str(job), "--no-key-check"], env=env,
                              cwd=folder, capture_output=True, text=True)
@@ -127,8 +135,10 @@ def fleet_run(calls: int, workers: int = 2) -> dict[str, float]:
             last = conn.execute(text("SELECT max(created_at) FROM records WHERE job_id = :j"),
                                 {"j": job_id}).scalar()
         store.close()
+        cpu = sum(fleet.cpu_seconds(p.pid) - cpu0[p.pid] for p in procs)
         last = last.replace(tzinfo=timezone.utc) if last.tzinfo is None else last
-        return {**figures(started, last.timestamp(), arrivals(base), calls), "enqueue": returned - started}
+        return {**figures(started, last.timestamp(), arrivals(base), calls), "enqueue": returned - started,
+                "cpu_ms": cpu / calls * 1000}
     finally:
         for p in procs:
             p.terminate()
@@ -139,6 +149,15 @@ def fleet_run(calls: int, workers: int = 2) -> dict[str, float]:
 
 
 RUNS = {"bare": ("bare SDK", bare), "gen-run": ("gen run", gen_run), "fleet": ("fleet", fleet_run)}
+HEADER = (f"{'tool':10} {'start':>7} {'pacing':>7} {'RPM':>7} {'1st s':>5} {'tail':>6} {'total':>7} "
+          f"{'vs ideal':>9} {'window':>8} {'429s':>5} {'CPU ms':>7}")
+
+
+def row(name: str, f: dict[str, float]) -> str:
+    return (f"{name:10} {f['start']:6.2f}s {f['pacing']:6.2f}s {f['rpm']:7.1f} {f['first_s']:5d} "
+            f"{f['tail']:5.2f}s {f['total']:6.2f}s {f['vs_ideal'] * 100:+8.1f}% "
+            f"{f['window_vs_ideal'] * 100:+7.1f}% {f['served_429']:5d} {f.get('cpu_ms', 0.0):7.2f}"
+            + (f"   (gen enqueue returned after {f['enqueue']:.2f}s)" if "enqueue" in f else ""))
 
 
 def main() -> None:
@@ -150,16 +169,11 @@ def main() -> None:
     chosen = [key for key in RUNS if not args.only or key in args.only]
     ideal = (args.calls - 1) * 60 / RPM + LATENCY
     print(f"{args.calls} calls at {RPM} RPM, latency {LATENCY} s: ideal {ideal:.2f} s")
-    print(f"{'tool':10} {'start':>7} {'pacing':>7} {'RPM':>7} {'1st s':>5} {'tail':>6} {'total':>7} "
-          f"{'vs ideal':>9} {'window':>8} {'429s':>5}")
+    print(HEADER)
     for _ in range(args.rounds):
         for key in chosen:
             name, run = RUNS[key]
-            f = run(args.calls)
-            print(f"{name:10} {f['start']:6.2f}s {f['pacing']:6.2f}s {f['rpm']:7.1f} {f['first_s']:5d} "
-                  f"{f['tail']:5.2f}s {f['total']:6.2f}s {f['vs_ideal'] * 100:+8.1f}% "
-                  f"{f['window_vs_ideal'] * 100:+7.1f}% {f['served_429']:5d}"
-                  + (f"   (gen enqueue returned after {f['enqueue']:.2f}s)" if "enqueue" in f else ""), flush=True)
+            print(row(name, run(args.calls)), flush=True)
 
 
 if __name__ == "__main__":

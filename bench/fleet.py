@@ -22,7 +22,8 @@ from datetime import timezone
 from pathlib import Path
 
 PG_ADMIN = os.environ.get("GEN_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-DB_URL = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/gen_bench"
+DB_NAME = os.environ.get("GEN_BENCH_DB", "gen_bench")
+DB_URL = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + DB_NAME
 REDIS_URL = os.environ.get("GEN_BENCH_REDIS", "redis://127.0.0.1:6379/9")
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -50,10 +51,10 @@ def fresh_state() -> None:
     import redis
 
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute('DROP DATABASE IF EXISTS "gen_bench" WITH (FORCE)')
-        conn.execute('CREATE DATABASE "gen_bench"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
         if os.environ.get("GEN_BENCH_SYNCHRONOUS_COMMIT") == "off":  # to measure what the WAL flushes cost
-            conn.execute('ALTER DATABASE "gen_bench" SET synchronous_commit = off')
+            conn.execute(f'ALTER DATABASE "{DB_NAME}" SET synchronous_commit = off')
     redis.Redis.from_url(REDIS_URL).flushdb()
 
 

@@ -34,6 +34,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+# A database and a Redis database of its own: bench/fleet.py (gen_bench, Redis 9) may be running beside it.
+os.environ.setdefault("GEN_BENCH_DB", "gen_bench_rate")
+os.environ.setdefault("GEN_BENCH_REDIS", "redis://127.0.0.1:6379/12")
 import fleet  # noqa: E402  (bench/fleet.py: the simulator, PostgreSQL, Redis and workers, started alike)
 
 RPM, LATENCY = 1200, 0.5

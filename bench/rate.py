@@ -40,6 +40,14 @@ os.environ.setdefault("GEN_BENCH_REDIS", "redis://127.0.0.1:6379/12")
 import fleet  # noqa: E402  (bench/fleet.py: the simulator, PostgreSQL, Redis and workers, started alike)
 
 RPM, LATENCY = 1200, 0.5
+CHECKOUT: str | None = None  # --checkout: run gen from another checkout's source (before/after comparisons)
+
+
+def gen_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, **extra}
+    if CHECKOUT:
+        env["PYTHONPATH"] = CHECKOUT
+    return env
 
 
 def arrivals(base: str) -> list[tuple[float, bool]]:
@@ -92,7 +100,7 @@ def gen_run(calls: int) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="gen-rate-"))
     try:
         job = job_file(folder, base, calls)
-        env = {**os.environ, "GEN_DATABASE_URL": f"sqlite:///{folder / 'gen.db'}"}
+        env = gen_env(GEN_DATABASE_URL=f"sqlite:///{folder / 'gen.db'}")
         cpu, started = children_cpu(), time.time()
         out = subprocess.run([sys.executable, "-m", "gen", "run", str(job), "--quiet"], env=env, cwd=folder,
                              capture_output=True, text=True)
@@ -113,8 +121,14 @@ def fleet_run(calls: int, workers: int = 2) -> dict[str, float]:
     fleet.fresh_state()
     folder = Path(tempfile.mkdtemp(prefix="gen-rate-fleet-"))
     sim, base = fleet.start_simulator(LATENCY, RPM)
-    procs = fleet.start_workers(workers, 20, folder)
-    env = {**os.environ, "GEN_DATABASE_URL": fleet.DB_URL, "GEN_REDIS_URL": fleet.REDIS_URL}
+    env = gen_env(GEN_DATABASE_URL=fleet.DB_URL, GEN_REDIS_URL=fleet.REDIS_URL)
+    saved = dict(os.environ)
+    os.environ.update(env)  # the workers start with it
+    try:
+        procs = fleet.start_workers(workers, 20, folder)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     try:
         job = job_file(folder, base, calls)
         cpu0 = {p.pid: fleet.cpu_seconds(p.pid) for p in procs}
@@ -168,7 +182,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--only", choices=list(RUNS), action="append", help="one of the runs (repeatable)")
+    parser.add_argument("--checkout", help="run gen (gen run, gen enqueue, the workers) from this checkout's source")
     args = parser.parse_args()
+    global CHECKOUT
+    CHECKOUT = args.checkout
     chosen = [key for key in RUNS if not args.only or key in args.only]
     ideal = (args.calls - 1) * 60 / RPM + LATENCY
     print(f"{args.calls} calls at {RPM} RPM, latency {LATENCY} s: ideal {ideal:.2f} s")

@@ -122,11 +122,13 @@ def fleet_run(calls: int, workers: int = 2) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="gen-rate-fleet-"))
     sim, base = fleet.start_simulator(LATENCY, RPM)
     env = gen_env(GEN_DATABASE_URL=fleet.DB_URL, GEN_REDIS_URL=fleet.REDIS_URL)
-    saved = dict(os.environ)
-    os.environ.update(env)  # the workers start with it
+    saved, here = dict(os.environ), os.getcwd()
+    os.environ.update(env)  # the workers start with it, outside any checkout (`python -m` looks in its cwd first)
+    os.chdir(folder)
     try:
         procs = fleet.start_workers(workers, 20, folder)
     finally:
+        os.chdir(here)
         os.environ.clear()
         os.environ.update(saved)
     try:

@@ -20,9 +20,7 @@ import asyncio
 import time
 
 from gen.ratelimit.base import Permit, RateLimiter
-from gen.ratelimit.pace import Pace
-
-CATCH_UP_SECONDS = 0.25  # how much of the timeline missed while callers waited is made up (see above)
+from gen.ratelimit.pace import CATCH_UP_SECONDS, Pace
 
 
 class LocalRateLimiter(RateLimiter):

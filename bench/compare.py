@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--no-fleet", action="store_true")
     args = parser.parse_args()
     rows: list[tuple[str, str, dict[str, float]]] = []
-    rate_rows: list[tuple[str, str, dict[str, float]]] = []
+    rate_rows: list[tuple[str, str]] = []
     for r in range(args.rounds):
         rows.append((f"round {r + 1}", "bare SDK", bare(args.calls, None, args.latency)))
         rows.append((f"round {r + 1}", "gen run", run([str(HERE / "local_respond.py"), "--units", str(args.calls),
@@ -70,8 +70,7 @@ def main() -> None:
             rows.append((f"round {r + 1}", "fleet", run([str(HERE / "fleet.py"), "latency", "--units",
                                                          str(args.calls)])))
         for key in ("bare", "gen-run") if args.no_fleet else ("bare", "gen-run", "fleet"):
-            name, how = rate.RUNS[key]
-            rate_rows.append((f"round {r + 1}", name, how(args.rate_calls)))
+            rate_rows.append((f"round {r + 1}", rate.measure(key, args.rate_calls)))
     print(f"{'round':8} {'tool':20} {'per s':>8} {'vs bare':>8} {'CPU ms/unit':>12} {'429s':>5}")
     for label, tool, f in rows:
         reference = next(g for lab, t, g in rows if lab == label and t == "bare SDK")
@@ -84,8 +83,8 @@ def main() -> None:
     print(f"\nrate-bound: {args.rate_calls} calls at {rate.RPM} RPM, latency {rate.LATENCY} s, ideal {ideal:.2f} s, "
           "timed from each command's start (bench/rate.py)")
     print(f"{'round':8} {rate.HEADER}")
-    for label, tool, f in rate_rows:
-        print(f"{label:8} {rate.row(tool, f)}")
+    for label, line in rate_rows:
+        print(f"{label:8} {line}")
 
 
 if __name__ == "__main__":

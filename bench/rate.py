@@ -55,6 +55,18 @@ def arrivals(base: str) -> list[tuple[float, bool]]:
     return [(t, ok) for t, ok in json.load(urllib.request.urlopen(url))["arrivals"]]
 
 
+class RunFailed(Exception):
+    """A run that did not finish; its row says why."""
+
+
+def measure(key: str, calls: int) -> str:
+    name, run = RUNS[key]
+    try:
+        return row(name, run(calls))
+    except RunFailed as exc:
+        return f"{name:10} failed: {exc}"
+
+
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -86,9 +98,12 @@ def bare(calls: int) -> dict[str, float]:
     sim, base = fleet.start_simulator(LATENCY, RPM)
     try:
         cpu, started = children_cpu(), time.time()
-        subprocess.run([sys.executable, str(HERE / "bare_sdk.py"), "--base-url", base, "--calls", str(calls),
-                        "--concurrency", "200", "--rpm", str(RPM)], check=True, capture_output=True)
+        out = subprocess.run([sys.executable, str(HERE / "bare_sdk.py"), "--base-url", base, "--calls",
+                              str(calls), "--concurrency", "200", "--rpm", str(RPM)], capture_output=True, text=True)
         ended = time.time()
+        if out.returncode != 0:  # it has no retries: a 429 (a loaded machine bunches its calls) ends it
+            refused = sum(1 for _, ok in arrivals(base) if not ok)
+            raise RunFailed(f"exit {out.returncode}, {refused} 429s: {out.stderr.strip().splitlines()[-1][:120]}")
         return {**figures(started, ended, arrivals(base), calls), "cpu_ms": (children_cpu() - cpu) / calls * 1000}
     finally:
         sim.terminate()
@@ -106,7 +121,7 @@ def gen_run(calls: int) -> dict[str, float]:
                              capture_output=True, text=True)
         ended = time.time()
         if out.returncode != 0:
-            raise SystemExit(f"gen run failed:\n{out.stderr[-2000:]}")
+            raise RunFailed(f"exit {out.returncode}: {out.stderr.strip().splitlines()[-1][:120]}")
         return {**figures(started, ended, arrivals(base), calls), "cpu_ms": (children_cpu() - cpu) / calls * 1000}
     finally:
         sim.terminate()
@@ -139,7 +154,7 @@ def fleet_run(calls: int, workers: int = 2) -> dict[str, float]:
                              cwd=folder, capture_output=True, text=True)
         returned = time.time()
         if out.returncode != 0:
-            raise SystemExit(f"gen enqueue failed:\n{out.stderr[-2000:]}")
+            raise RunFailed(f"gen enqueue: exit {out.returncode}: {out.stderr.strip().splitlines()[-1][:120]}")
         job_id = out.stdout.split()[0]
         store = Store(fleet.DB_URL)
         deadline = time.monotonic() + 300
@@ -194,8 +209,7 @@ def main() -> None:
     print(HEADER)
     for _ in range(args.rounds):
         for key in chosen:
-            name, run = RUNS[key]
-            print(row(name, run(args.calls)), flush=True)
+            print(measure(key, args.calls), flush=True)
 
 
 if __name__ == "__main__":

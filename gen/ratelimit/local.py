@@ -3,7 +3,8 @@
 Request k starts at t0 + k*interval: each slot is planned from the previous *slot*, not from when its caller
 happened to wake up, so late wake-ups (an event loop a millisecond behind) never add up into drift. A slot is
 never given to a caller that had not asked yet: after an idle spell the timeline re-bases on the clock, so idle
-time is not made up. Slots that passed while callers were waiting (the event loop blocked for a moment: a burst of
+time is not made up, and a caller that comes after its slot passed starts an interval after the last start at the
+earliest. Slots that passed while callers were waiting for them (the event loop blocked for a moment: a burst of
 answers, a slow write, the planner) are made up, back to back, for at most `CATCH_UP_SECONDS` (or one interval
 when that is longer): at 1,200 RPM a stall of 0.3 s used to cost six slots for good, and stalls added up to
 0.2-0.8 s per 600 calls; now up to five calls go at once, a burst the one-second grain providers enforce at
@@ -50,12 +51,16 @@ class LocalRateLimiter(RateLimiter):
 
     async def _wait_for_slot(self, tokens: int, asked: float) -> float:
         now = self._clock()
-        behind = max(self.pace.request_interval(now), CATCH_UP_SECONDS)
+        interval = self.pace.request_interval(now)
         if self._next_slot is None:
             self._next_slot = now
         elif self._next_slot < now:
-            # Passed: not before this caller asked (idle time is not made up), and at most `behind` ago.
-            self._next_slot = max(self._next_slot, asked, now - behind)
+            # The slot passed. A caller that was waiting for it makes it up (at most `CATCH_UP_SECONDS` late);
+            # one that asked after it did not wait for it: it goes when it asked, and an interval after the last
+            # start at the earliest (idle time is not made up, nor a fresh caller sent right behind another).
+            if asked > self._next_slot:
+                self._next_slot = max(asked, self._last_start + interval)
+            self._next_slot = max(self._next_slot, now - max(interval, CATCH_UP_SECONDS))
         while True:
             # Re-read on every wake-up: a pause (a 429 elsewhere) or a lowered pace may have arrived meanwhile.
             target = max(self._next_slot, self._paused_until, self._token_clock)

@@ -21,8 +21,8 @@ DECREASE_KNOWN = 0.8      # factor on a 429 when the pace already sits at an ann
 RECOVERY_SECONDS = 300.0  # additive recovery: from 0 to the ceiling in this long (from half in half of it)
 MIN_RPM = 1.0
 MIN_TPM = 100.0
-# Slots missed while callers waited (an event loop blocked for a moment) are made up for this long at most, or one
-# interval when that is longer; a call woken later than that gives its slot up (gen.ratelimit.local, redis_limiter).
+# gen run's limiter (gen.ratelimit.local): slots missed while callers waited for them (an event loop blocked for a
+# moment) are made up for this long at most, or one interval when that is longer.
 CATCH_UP_SECONDS = 0.25
 
 

@@ -196,24 +196,16 @@ class RedisRateLimiter(RateLimiter):
     async def acquire(self, estimated_tokens: int) -> Permit:
         await self._slots.acquire()
         try:
-            loop = asyncio.get_running_loop()
             while True:
                 wait, start, epoch = await self._script(self._reserve, self.keys, [
                     self.rpm, self.tpm, estimated_tokens, self.ttl, pace.RECOVERY_SECONDS])
                 if float(wait) <= 0:
                     break
-                due = loop.time() + float(wait)
                 await asyncio.sleep(float(wait))
                 # The pace was lowered while we slept (a 429 or a header, anywhere in the fleet): this slot was
                 # planned on the old, faster pace, so plan again rather than go out in a burst.
                 current = await self._script(self.redis.hget, None, [self.keys[3], "epoch"])
-                if str(current or "0") != epoch:
-                    continue
-                # Woken much later than the slot (this process's event loop was blocked): every call of this
-                # process reserved in the meantime would go at once; beyond CATCH_UP_SECONDS the slot is given up
-                # and planned again, as gen run's limiter does, so a stall never turns into a burst the
-                # provider refuses.
-                if loop.time() - due <= max(pace.CATCH_UP_SECONDS, 60.0 / self.rpm if self.rpm else 0.0):
+                if str(current or "0") == epoch:
                     break
         except BaseException:
             self._slots.release()

@@ -23,7 +23,8 @@ log = logging.getLogger("gen.ratelimit")
 REDIS_WAIT_LIMIT = 120.0  # seconds a call waits for an unreachable Redis before its attempt fails
 
 # Shared by the scripts below: the adaptive pace kept in a hash (the rules of gen.ratelimit.pace, in Lua).
-# Fields per dimension d ('r' requests, 't' tokens): d_cap (HEADROOM x announced limit), d_base and d_since
+# Fields per dimension d ('r' requests, 't' tokens): d_cap (HEADROOM x announced limit, or the announced limit
+# itself when it is at or above the stated one), d_base and d_since
 # (the rate after the last decrease, and when); last_dec (when the last decrease happened); epoch (bumped
 # whenever the pace was lowered, so that callers sleeping on a slot of the older, faster plan plan again).
 PACE_LIB = """
@@ -122,6 +123,7 @@ for _, d in ipairs({'r', 't'}) do
   local limit = announced[d]
   if limit > 0 then
     local cap = tonumber(fmt(limit * headroom))
+    if stated[d] > 0 and limit >= stated[d] then cap = limit end  -- it confirms the stated pace: no headroom
     if h[d .. '_cap'] ~= cap then
       local before = rate(h, d, stated[d], now, recovery)
       h[d .. '_cap'] = cap

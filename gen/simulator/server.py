@@ -16,6 +16,7 @@ refunded, as providers do when they count max_tokens against TPM.
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import hashlib
 import json
@@ -41,6 +42,7 @@ DEFAULT_COMPLETION_ESTIMATE = 256
 SHUTDOWN_TIMEOUT_S = 0.25
 FAULT_KINDS = ("error", "hang", "malformed", "truncate", "schema_violation")
 JSON_HEADERS = {"Content-Type": "application/json"}
+ARRIVALS_KEPT = 200_000  # the last chat requests' arrival times, for GET /sim/arrivals
 
 
 def count_tokens(text: str) -> int:
@@ -74,6 +76,8 @@ class SimulatorState:
         self.rng = random.Random(config.seed)
         self.limiter = RateLimiter(config.rpm, config.tpm, time.monotonic())
         self.stats = new_stats()
+        # (unix time, admitted) of each chat request as it reached the rate limits: the ground truth of pacing
+        self.arrivals: collections.deque[tuple[float, bool]] = collections.deque(maxlen=ARRIVALS_KEPT)
         self.answer_count = 0
         self.script: list[dict[str, Any]] = []
         self.salt = config.seed if config.seed is not None else self.rng.getrandbits(64)
@@ -133,6 +137,7 @@ class SimulatorState:
         in_flight = self.stats["in_flight"]
         self.stats = new_stats()
         self.stats["in_flight"] = in_flight
+        self.arrivals.clear()
 
     def respond(self, status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
         by_status = self.stats["by_status"]
@@ -213,6 +218,7 @@ class ChatHandler:
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         charge = prompt_tokens + (max_tokens or DEFAULT_COMPLETION_ESTIMATE)
         decision = state.limiter.check(charge, time.monotonic())
+        state.arrivals.append((time.time(), decision.allowed))
         if not decision.allowed:
             state.stats["served_429"] += 1
             headers = {**decision.headers, **retry_headers(decision.retry_after_s)}
@@ -341,6 +347,9 @@ def build_app(config: SimConfig) -> web.Application:
     async def get_stats(_request: web.Request) -> web.Response:
         return web.json_response(copy.deepcopy(state.stats))
 
+    async def get_arrivals(_request: web.Request) -> web.Response:
+        return web.json_response({"clock": "unix", "arrivals": [[t, ok] for t, ok in state.arrivals]})
+
     async def get_config(_request: web.Request) -> web.Response:
         return web.json_response(state.config.to_dict())
 
@@ -370,6 +379,7 @@ def build_app(config: SimConfig) -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/models", models)
     app.router.add_get("/sim/stats", get_stats)
+    app.router.add_get("/sim/arrivals", get_arrivals)
     app.router.add_get("/sim/config", get_config)
     app.router.add_post("/sim/config", patch_config)
     app.router.add_post("/sim/reset", reset)

@@ -102,6 +102,7 @@ URL_CASES = [
     ("redis-env-port-worker", ["worker"], {"GEN_REDIS_URL": "redis://127.0.0.1:99999/0"}, "GEN_REDIS_URL"),
     ("redis-env-port-enqueue", ["enqueue", "JOB"], {"GEN_REDIS_URL": "redis://:pw@127.0.0.1:70000/0"},
      "GEN_REDIS_URL"),
+    ("worker-malloc-arenas", ["worker"], {"GEN_WORKER_MALLOC_ARENAS": "two"}, "GEN_WORKER_MALLOC_ARENAS"),
 ]
 
 

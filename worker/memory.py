@@ -7,19 +7,23 @@ import ctypes
 import ctypes.util
 import os
 
+from gen.errors import UsageError
+
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
 def limit_malloc_arenas(default: int = 2) -> bool:
     """Cap glibc's malloc arenas for the threads this process starts from now on, unless MALLOC_ARENA_MAX is set
     (glibc then read it at start). False where the C library is not glibc."""
+    raw = os.environ.get("GEN_WORKER_MALLOC_ARENAS", "").strip() or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"GEN_WORKER_MALLOC_ARENAS must be a whole number of at least 1, not {raw!r}")
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
     name = ctypes.util.find_library("c")
     if not name:
         return False
     try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(M_ARENA_MAX, int(os.environ.get("GEN_WORKER_MALLOC_ARENAS", default))))
-    except (OSError, AttributeError, ValueError):
+        return bool(ctypes.CDLL(name).mallopt(M_ARENA_MAX, int(raw)))
+    except (OSError, AttributeError):  # not glibc: nothing to cap
         return False

@@ -66,6 +66,12 @@ class TeacherSpec:
         return self.prices.cost(prompt_tokens, completion_tokens)
 
     @property
+    def calls_at_once(self) -> int:
+        """How many of this teacher's requests may be open at once. Online: `max_concurrency`. In batch mode the
+        waiting requests are what fill a batch, and none is on the wire: up to a batch (`batch_max_requests`)."""
+        return max(self.max_concurrency, self.batch_max_requests) if self.mode == "batch" else self.max_concurrency
+
+    @property
     def key_env(self) -> str | None:
         return self.api_key_env or DEFAULT_KEY_ENV.get(self.provider)
 

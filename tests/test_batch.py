@@ -148,6 +148,18 @@ def test_a_batch_job_makes_the_same_records_as_online_at_half_the_cost(tmp_path)
     assert status.returncode == 0 and "batches  " in status.stdout and "0 in flight" in status.stdout
 
 
+def test_a_batch_teacher_is_not_paced_by_its_online_limits_and_fills_one_batch(tmp_path):
+    # rpm/tpm and max_concurrency are online limits: twelve units waiting on a batch teacher go in one batch,
+    # not two at a time at 30 requests a minute.
+    with Simulator(SimConfig(latency=0.01, seed=3)) as sim:
+        job = write_job(tmp_path / "b.yml", sim_job(sim.base_url, prompts=12, rpm=30, concurrency=2,
+                                                    extra_teacher=teacher_extra(window=1.0)))
+        run_ok(job)
+        stats = batch_stats(sim)
+    assert stats["requests_in_batches"] == 12 and stats["batches_created"] == 1
+    assert db(tmp_path).stats(db(tmp_path).list_jobs()[0].id).records == 12
+
+
 def test_batch_prices_can_be_set_instead_of_half(tmp_path):
     with Simulator(SimConfig(latency=0.0, seed=3)) as sim:
         batch_config(sim, delay=0.05)

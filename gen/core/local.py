@@ -30,6 +30,7 @@ from gen.store.threads import in_db_thread
 
 LOCAL_LEASE_SECONDS = 300.0
 PAGE = 500
+MAX_UNITS_AT_ONCE = 10_000  # units run at once (a batch-mode teacher admits a whole batch of waiting requests)
 
 
 def driver_name() -> str:
@@ -59,7 +60,7 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
     tally = Tally(total=max(job.unit_count, base.total_units), base=base, meter=run.meter)
     progress = ProgressPrinter(tally, every=progress_every, quiet=quiet)
     outcome = RunOutcome(tally)
-    in_flight = max(t.max_concurrency for t in spec.teachers.values()) or 1
+    in_flight = min(max(t.calls_at_once for t in spec.teachers.values()), MAX_UNITS_AT_ONCE) or 1
     queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=in_flight * 2)
     stop_planning = threading.Event()
     planner = None

@@ -24,9 +24,18 @@ def build_teachers(job: JobSpec, *, meter: Meter, limiter_factory: LimiterFactor
     """One TeacherClient per name in the job file, all drawing from the job's `budget` (if any).
     Raises MissingKeyError before anything is sent."""
     job.check_keys()
-    return {name: TeacherClient(spec, make_provider(spec), limiter_factory(spec), meter,
+    return {name: TeacherClient(spec, make_provider(spec), limiter_for(spec, limiter_factory), meter,
                                 policy=RetryPolicy.of(spec, job.run), budget=budget)
             for name, spec in job.teachers.items()}
+
+
+def limiter_for(spec: TeacherSpec, limiter_factory: LimiterFactory) -> RateLimiter:
+    """The teacher's limiter. `rpm`/`tpm` are online limits: a batch API has its own (requests and tokens
+    enqueued), and a batch-mode request waits in the database, not on the wire, so in batch mode only how many
+    requests are open at once is bounded (`TeacherSpec.calls_at_once`), in each process."""
+    if spec.mode == "batch":
+        return LocalRateLimiter(rpm=None, tpm=None, max_concurrency=spec.calls_at_once)
+    return limiter_factory(spec)
 
 
 async def close_teachers(teachers: dict[str, TeacherClient]) -> None:

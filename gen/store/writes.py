@@ -91,9 +91,9 @@ def apply(conn: "Connection", dialect: str, ops: list[Op]) -> list[Any]:
     the LeaseLost exception that op's fence raised (the others still apply)."""
     results: list[Any] = [None] * len(ops)
     batch = _Batch()
+    by_kind = {Claim: batch.claims, AddCall: batch.calls, Settle: batch.settles, Finish: batch.finishes}
     for i, op in enumerate(ops):
-        {Claim: batch.claims, AddCall: batch.calls, Settle: batch.settles, Finish: batch.finishes}[type(op)] \
-            .append((i, op))
+        by_kind[type(op)].append((i, op))
     now = utcnow()
     if batch.claims:
         _claim(conn, batch.claims, results, now)

@@ -128,3 +128,27 @@ class ThrowawayPostgres:
         except Exception:
             pass
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def paid_after_kill(sim, timeout: float = 15.0) -> int:
+    """The simulator's answered (200) count once the requests a killed worker had in flight are over: those are
+    answered (and paid) after the kill, though nobody reads them, so they belong to what was paid before it."""
+    deadline = time.monotonic() + timeout
+    while sim.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return sim.stats()["by_status"].get("200", 0)
+
+
+def calls_since(store, job_id: str, after_id: int, before_accepted: list[int]) -> tuple[int, int]:
+    """After a kill: (answered calls recorded with an id above `after_id`, and how many of those asked again a
+    turn whose answer was accepted before the kill: `before_accepted`)."""
+    from sqlalchemy import text
+
+    with store.engine.connect() as conn:
+        answered = conn.execute(text("SELECT count(*) FROM calls WHERE job_id = :j AND id > :a AND status = 200"),
+                                {"j": job_id, "a": after_id}).scalar()
+        repeated = conn.execute(text(
+            "SELECT count(*) FROM calls c JOIN calls b ON b.unit_id = c.unit_id AND b.request_key = c.request_key "
+            "AND b.occurrence = c.occurrence WHERE c.job_id = :j AND c.id > :a AND b.id = ANY(:ids)"),
+            {"j": job_id, "a": after_id, "ids": list(before_accepted)}).scalar()
+    return answered, repeated

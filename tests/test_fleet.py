@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from conftest import gen_cmd, sim_job, write_job
-from fleet_helpers import RedisServer, Worker
+from fleet_helpers import RedisServer, Worker, calls_since, paid_after_kill
 from gen.simulator import SimConfig, Simulator
 from gen.store import Store, UnitState
 
@@ -100,10 +100,12 @@ def test_a_worker_killed_mid_conversation_loses_nothing_and_repeats_no_call(flee
                 break
             time.sleep(0.05)
         victim.kill()
-        paid_at_kill = sim.stats()["by_status"].get("200", 0)
+        paid_at_kill = paid_after_kill(sim)
         with fleet.store.engine.connect() as conn:
             accepted_before = conn.execute(text("SELECT id FROM calls WHERE job_id = :j AND accepted"),
                                            {"j": job_id}).scalars().all()
+            last_at_kill = conn.execute(text("SELECT coalesce(max(id), 0) FROM calls WHERE job_id = :j"),
+                                        {"j": job_id}).scalar()
         assert fleet.store.stats(job_id).units[UnitState.DONE] < 6, "the kill must land mid-job"
         fleet.start(1)
         units = fleet.wait_finished(job_id)
@@ -116,8 +118,9 @@ def test_a_worker_killed_mid_conversation_loses_nothing_and_repeats_no_call(flee
         still = conn.execute(text("SELECT count(*) FROM calls WHERE job_id = :j AND accepted AND id = ANY(:ids)"),
                              {"j": job_id, "ids": list(accepted_before)}).scalar()
     assert still == len(accepted_before), "the turns answered before the kill were reused"
-    # Only the turns not answered before the kill were paid for afterwards.
-    assert paid_total - paid_at_kill == 24 - len(accepted_before)
+    # Everything paid for after the kill is recorded, and none of it asked again a turn accepted before it.
+    answered, repeated = calls_since(fleet.store, job_id, last_at_kill, accepted_before)
+    assert paid_total - paid_at_kill == answered and repeated == 0
     for record in fleet.store.iter_records(job_id):
         assert [m["role"] for m in record.conversation] == ["user", "assistant"] * 4
 

@@ -13,6 +13,7 @@ from gen.instructors.systemchat.constraints import constraint_problems, parse_co
 from gen.instructors.systemchat.filters import TurnFilter
 from gen.simulator import SimConfig, Simulator
 from gen.store import Store, UnitState
+from fleet_helpers import paid_after_kill, calls_since
 from test_fleet import fleet  # noqa: F401  (the fixture)
 
 SENTINEL = "<<END>>"
@@ -364,10 +365,12 @@ def test_a_worker_killed_mid_conversation_resumes_it_elsewhere_without_repeating
                 break
             time.sleep(0.05)
         victim.kill()
-        paid_at_kill = sim.stats()["by_status"].get("200", 0)
+        paid_at_kill = paid_after_kill(sim)
         with fleet.store.engine.connect() as conn:
             accepted_before = conn.execute(text("SELECT id FROM calls WHERE job_id = :j AND accepted"),
                                            {"j": job_id}).scalars().all()
+            last_at_kill = conn.execute(text("SELECT coalesce(max(id), 0) FROM calls WHERE job_id = :j"),
+                                        {"j": job_id}).scalar()
         assert fleet.store.stats(job_id).units[UnitState.DONE] < 6, "the kill must land mid-conversation"
         fleet.start(1)
         units = fleet.wait_finished(job_id)
@@ -380,7 +383,9 @@ def test_a_worker_killed_mid_conversation_resumes_it_elsewhere_without_repeating
         still = conn.execute(text("SELECT count(*) FROM calls WHERE job_id = :j AND accepted AND id = ANY(:ids)"),
                              {"j": job_id, "ids": list(accepted_before)}).scalar()
     assert still == len(accepted_before), "the turns made before the kill were reused"
-    assert paid_total - paid_at_kill == 6 * 9 - len(accepted_before), "only the turns not yet made were paid for"
+    answered, repeated = calls_since(fleet.store, job_id, last_at_kill, accepted_before)
+    assert paid_total - paid_at_kill == answered, "everything paid for after the kill is recorded"
+    assert repeated == 0, "only the turns not yet made were paid for"
     for record in fleet.store.iter_records(job_id):
         assert [m["role"] for m in record.conversation] == ["system"] + ["user", "assistant"] * 4
 

@@ -3,7 +3,8 @@
     python bench/export_speed.py --sizes 10k,100k,1m [--formats messages,sharegpt] [--rounds 1]
 
 Each database (one job of N records: a system prompt and three exchanges, ~1.7 KB of JSON) is built once through
-the store (executemany) and cached under /tmp/gen-export-bench/. Then, per size and format, it times
+the store (executemany), each record checked and screened as the core stores it (gen.record_screen), and cached
+under /tmp/gen-export-bench/. Then, per size and format, it times
 
 - `gen export JOB -o FILE --format FMT`: the real command, as a subprocess (its start-up included), and
 - the floor: a subprocess that reads the same rows from the same database (sqlite3, one streamed SELECT) and
@@ -55,14 +56,19 @@ def conversation(i: int) -> list[dict[str, str]]:
 def build(n: int) -> tuple[str, str]:
     """(database URL, job id) of a cached database of n records, built through the store if missing."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"records-{n}.db"
+    from gen.record_screen import screen_version
+
+    path = CACHE / f"records-{n}-{screen_version()}.db"  # rebuilt when the checks records are stored with change
     done = path.with_suffix(".job")
     if path.exists() and done.exists():
         return f"sqlite:///{path}", done.read_text().strip()
     for stale in (path, done):
         stale.unlink(missing_ok=True)
+    from gen.conversation import conversation_problem
+    from gen.core.execute import screened
     from gen.store import Store
     from gen.store.models import Record
+    from gen.types import NewRecord
 
     store = Store(f"sqlite:///{path}")
     job = store.create_job(name="export-bench", instructor="respond", spec={}, spec_hash="bench",
@@ -71,9 +77,13 @@ def build(n: int) -> tuple[str, str]:
     for first in range(0, n, CHUNK):
         count = min(CHUNK, n - first)
         ids = store.add_units(job.id, first, [(f"u{first + i}", {}) for i in range(count)])
-        rows = [{"job_id": job.id, "unit_id": uid, "key": f"r{first + i}", "kind": "conversation",
-                 "conversation": conversation(first + i), "meta": {"teacher": "main", "model": "sim-1"},
-                 "call_ids": []} for i, uid in enumerate(ids)]
+        # as the core stores a record (gen.core.execute): checked, then screened (gen.record_screen)
+        made = [NewRecord(f"r{first + i}", conversation(first + i), {"teacher": "main", "model": "sim-1"})
+                for i in range(count)]
+        assert all(conversation_problem(r.conversation) is None for r in made)
+        rows = [{"job_id": job.id, "unit_id": uid, "key": r.key, "kind": r.kind, "conversation": r.conversation,
+                 "meta": r.meta, "call_ids": [], "screen": r.screen}
+                for uid, r in zip(ids, map(screened, made))]
         with store.engine.begin() as conn:
             conn.execute(Record.__table__.insert(), rows)
     store.finish_planning(job.id)

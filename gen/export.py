@@ -4,7 +4,8 @@ Conversation formats (messages, sharegpt, alpaca, and text in the seed models' p
 kind "conversation"; DPO formats (dpo-trl, dpo-axolotl, dpo-chatml-intel) read preference pairs, records of kind
 "pair" (dpo_reroll); kto (TRL's unpaired format) reads pairs and judged conversations, accepted or rejected.
 Refusals and AI disclaimers are dropped (gen.refusals), and records whose code was not checked or whose riddle
-answer was disputed are held back unless included.
+answer was disputed are held back unless included. A record screened when it was stored (gen.record_screen) is not
+checked again: its stored verdict decides, and its messages or sharegpt line is well formed by construction.
 
 The file is written beside its destination and renamed into place at the end, so a refused or interrupted
 export never leaves half a file where a trainer would read it.
@@ -20,6 +21,7 @@ from gen.errors import GenError, UsageError
 from gen.output import Destination
 from gen.refusals import DISCLAIMER, KINDS, Match, RefusalDetector
 from gen.export_lines import CHECKED_TEXT, LineCheck, encode
+from gen.record_screen import Verdict, default_detectors, read_screen
 from gen.schemas import load_schema, validator_for, validator_for_schema_text
 from gen.store import Store
 from gen.store.reviews import reviewed_records
@@ -32,14 +34,36 @@ INCLUDABLE = ("unchecked", "unverified")
 class RefusalFilter:
     """Drops records whose assistant turns refuse or disclaim (gen.refusals), plus a job's extra phrases and
     patterns. A record whose meta says refusals are its point (`refusals_expected`: a guardrail system prompt
-    obeyed) is checked for AI disclaimers only."""
+    obeyed) is checked for AI disclaimers only.
+
+    With no extras it is the filter every record met when it was stored (gen.record_screen): `match_record` takes
+    that verdict instead of checking again, for records this gen's checks screened."""
 
     def __init__(self, *, extra_phrases: Iterable[str] = (), extra_patterns: Iterable[str] = ()):
-        self.any = RefusalDetector(KINDS, extra_phrases=extra_phrases, extra_patterns=extra_patterns)
-        self.disclaimers = RefusalDetector([DISCLAIMER], extra_phrases=extra_phrases, extra_patterns=extra_patterns)
+        self.extra_phrases, self.extra_patterns = list(extra_phrases), list(extra_patterns)
+        self.plain = not (self.extra_phrases or self.extra_patterns)
+        if not self.plain:  # built now: a bad pattern is a usage error before anything is read
+            self._detectors = self._build()
+        else:  # built when a record was not screened by this gen (most exports never need them)
+            self._detectors = None
+
+    def _build(self) -> tuple[RefusalDetector, RefusalDetector]:
+        if self.plain:
+            return default_detectors()
+        return (RefusalDetector(KINDS, extra_phrases=self.extra_phrases, extra_patterns=self.extra_patterns),
+                RefusalDetector([DISCLAIMER], extra_phrases=self.extra_phrases, extra_patterns=self.extra_patterns))
 
     def match(self, conversation: list[dict[str, str]], *, refusals_expected: bool = False) -> Match | None:
-        return (self.disclaimers if refusals_expected else self.any).match_conversation(conversation)
+        if self._detectors is None:
+            self._detectors = self._build()
+        everything, disclaimers = self._detectors
+        return (disclaimers if refusals_expected else everything).match_conversation(conversation)
+
+    def match_record(self, record, verdict: Verdict | None) -> Match | None:  # noqa: ANN001
+        """What the filter finds in a stored record (`verdict`: its stored screen, read_screen's)."""
+        if self.plain and verdict is not None:
+            return verdict.match
+        return self.match(record.conversation, refusals_expected=bool((record.meta or {}).get("refusals_expected")))
 
 
 def held_back(meta: dict[str, Any], include: Iterable[str]) -> str | None:
@@ -78,6 +102,21 @@ class SingleTurnOnly(UsageError):
 
 FORMATS: dict[str, Callable[[list[dict[str, str]]], dict[str, Any]]] = {
     "sharegpt": to_sharegpt, "messages": to_messages, "alpaca": to_alpaca,
+}
+
+
+def _messages_text(conv: list[dict[str, str]]) -> str:
+    return '{"messages": ' + encode(conv) + "}"
+
+
+def _sharegpt_text(conv: list[dict[str, str]]) -> str:
+    return encode(to_sharegpt(conv))
+
+
+# The line of a conversation screened when it was stored (gen.record_screen): well formed, roles first, so these
+# formats' schemas hold for it by construction and its text is json.dumps' (tests/test_record_screen.py)
+TRUSTED_TEXT: dict[str, Callable[[list[dict[str, str]]], str]] = {
+    "messages": _messages_text, "sharegpt": _sharegpt_text,
 }
 
 
@@ -214,7 +253,8 @@ class ExportReport:
         return f"all {self.records} records of job {job_id} were left out: " + "; ".join(parts)
 
 
-WRITE_BATCH = 512  # lines written to the file at once
+WRITE_BATCH = 32  # lines written at once: their text (tens of KB) stays below glibc malloc's mmap threshold (a 1 MB
+# join was mapped and unmapped each time: 270k page faults and a fifth of the CPU of a 100k-record export)
 
 
 def line_validator(fmt: str):
@@ -226,7 +266,7 @@ def line_validator(fmt: str):
 
 
 def _rows(record, fmt: str, templates: list[str], refusal_filter: RefusalFilter | None,
-          report: ExportReport) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+          report: ExportReport, verdict: Verdict | None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """A record's lines, each with what `--meta` adds to it besides the record's own metadata."""
     meta = record.meta or {}
     expected = bool(meta.get("refusals_expected"))
@@ -241,7 +281,7 @@ def _rows(record, fmt: str, templates: list[str], refusal_filter: RefusalFilter 
             rows.append((row, {"turn": sum(1 for m in row["prompt"] if m["role"] == "assistant") + 1}))
         return rows
     if refusal_filter is not None:
-        found = refusal_filter.match(record.conversation, refusals_expected=expected)
+        found = refusal_filter.match_record(record, verdict)
         if found:
             report.count_filtered(found)
             return []
@@ -290,8 +330,9 @@ def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filt
         kinds = ["pair", "conversation", "rejected"]
     else:
         kinds = ["pair" if fmt in DPO_FORMATS else "conversation"]
-    check = LineCheck(fmt, line_validator(fmt))
+    check = LineCheck(fmt, lambda: line_validator(fmt))  # the schema validator, built if a line needs it
     checked_text = None if with_meta else CHECKED_TEXT.get(fmt)  # check and text in one pass (gen.export_lines)
+    trusted = None if with_meta else TRUSTED_TEXT.get(fmt)
     report = ExportReport()
     destination = Destination(output)  # refuses folders, FIFOs, devices, unwritable paths (gen.output)
     sink = destination.open()
@@ -308,17 +349,28 @@ def export_job(store: Store, job_id: str, output: str, fmt: str, *, refusal_filt
                 if reason:  # a review export (--rejected) shows everything
                     report.held_back[reason] = report.held_back.get(reason, 0) + 1
                     continue
-                for row, extra in _rows(record, fmt, templates, refusal_filter, report):
-                    text = checked_text(row) if checked_text is not None else None
-                    if text is None:
-                        problem = check.problem(row)
-                        if problem:
-                            raise GenError(f"record {record.id} does not make a valid {fmt} line: {problem}")
-                        if with_meta:
-                            row["metadata"] = {**record.meta, "record_id": record.id, "key": record.key, **extra}
-                        text = encode(row)
-                    lines.append(text)
-                    report.written += 1
+                verdict = read_screen(record.screen)
+                if trusted is not None and verdict is not None:
+                    # screened when stored: a well-formed chat, checked by this gen's rules (gen.record_screen)
+                    found = refusal_filter.match_record(record, verdict) if refusal_filter is not None else None
+                    if found:
+                        report.count_filtered(found)
+                    else:
+                        lines.append(trusted(record.conversation))
+                        report.written += 1
+                else:
+                    for row, extra in _rows(record, fmt, templates, refusal_filter, report, verdict):
+                        text = checked_text(row) if checked_text is not None else None
+                        if text is None:
+                            problem = check.problem(row)
+                            if problem:
+                                raise GenError(f"record {record.id} does not make a valid {fmt} line: {problem}")
+                            if with_meta:
+                                row["metadata"] = {**record.meta, "record_id": record.id, "key": record.key,
+                                                   **extra}
+                            text = encode(row)
+                        lines.append(text)
+                        report.written += 1
                 if len(lines) >= WRITE_BATCH:
                     sink.write("\n".join(lines) + "\n")
                     lines.clear()

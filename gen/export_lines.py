@@ -113,15 +113,19 @@ CHECKED_TEXT: dict[str, Callable[[Any], str | None]] = {"messages": messages_tex
 
 
 class LineCheck:
-    """`problem(row)`: what the schema (through `validator`, built once) finds wrong with a line, or None."""
+    """`problem(row)`: what the schema (through the validator `make_validator` builds, once, when a line first needs
+    it) finds wrong with a line, or None."""
 
-    def __init__(self, fmt: str, validator: Any):
+    def __init__(self, fmt: str, make_validator: Callable[[], Any]):
         self.sufficient = SUFFICIENT.get(fmt)
-        self.validator = validator
+        self.make_validator = make_validator
+        self.validator: Any = None
         self.validated = 0  # lines that went to the schema validator
 
     def problem(self, row: Any) -> str | None:
         if self.sufficient is not None and self.sufficient(row):
             return None
         self.validated += 1
+        if self.validator is None:
+            self.validator = self.make_validator()
         return first_problem(self.validator, row)

@@ -62,6 +62,7 @@ class NewRecord:
     conversation: list[Message]
     meta: dict[str, Any] = field(default_factory=dict)
     kind: str = "conversation"
+    screen: str | None = None  # set by the core when it stores the record (gen.record_screen); instructors leave it
 
 
 @dataclass

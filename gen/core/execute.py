@@ -17,10 +17,12 @@ from gen.core.lease import LeaseKeeper, boot_clock
 from gen.errors import (AuthError, BudgetExhausted, Draining, LeaseLost, OutputRejected, TeacherError,
                         TeacherUnavailable, Unreachable)
 from gen.instructors import Instructor, UnitInput
+from gen.record_screen import in_stored_order, screen
 from gen.store import Store, UnitState
 from gen.store.group_commit import GroupCommit
 from gen.store.writes import Finish, Settle
 from gen.teacher import TeacherClient, UnitTeacher
+from gen.types import NewRecord
 
 log = logging.getLogger("gen.core")
 CLAIMS_AT_ONCE = 64  # claims of units arriving together go in one statement (gen.store.group_commit)
@@ -33,6 +35,13 @@ class UnitResult:
     records: int = 0
     duplicates: int = 0
     error: str | None = None
+
+
+def screened(record: NewRecord) -> NewRecord:
+    """A well-formed record as it is stored: turns in role, content order, and its screen (gen.record_screen), so
+    that export reuses the verdict instead of checking each record again."""
+    conversation = in_stored_order(record.conversation)
+    return replace(record, conversation=conversation, screen=screen(conversation, record.meta))
 
 
 class UnitExecutor:
@@ -89,11 +98,12 @@ class UnitExecutor:
                 problem = conversation_problem(record.conversation)
                 if problem:
                     raise OutputRejected(f"malformed conversation: {problem}")
+            records = [screened(r) for r in records]
             inserted, dups = await self.writes.write(Settle(self.job_id, unit_id, records, call_ids(), token))
             return UnitResult(unit_id, UnitState.DONE, inserted, dups)
         except OutputRejected as exc:
-            kept = [replace(r, kind="rejected", meta={**r.meta, "rejected_because": exc.reason}) for r in exc.records
-                    if conversation_problem(r.conversation) is None]
+            kept = [screened(replace(r, kind="rejected", meta={**r.meta, "rejected_because": exc.reason}))
+                    for r in exc.records if conversation_problem(r.conversation) is None]
             await self.writes.write(Settle(self.job_id, unit_id, kept, call_ids(), token, UnitState.REJECTED,
                                            exc.reason, exc.raw))
             return UnitResult(unit_id, UnitState.REJECTED, error=exc.reason)

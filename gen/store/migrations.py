@@ -92,6 +92,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _add_columns("batch_submissions", {"marker": ("VARCHAR(64)", "VARCHAR(64)"),
                                            "holder": ("VARCHAR(128)", "VARCHAR(128)")}),
         _index("ix_batch_submissions_marker", "batch_submissions", "marker"))),
+    Migration("0008_record_screen", _add_columns("records", {"screen": ("TEXT", "TEXT")})),
 )
 
 

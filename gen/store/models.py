@@ -104,6 +104,8 @@ class Record(SQLModel, table=True):
     conversation: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     call_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # the checks run when it was stored and what they found (gen.record_screen); None: stored by an earlier gen
+    screen: Optional[str] = Field(default=None, sa_column=Column(StoredText(), nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
 
 

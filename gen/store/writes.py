@@ -247,7 +247,8 @@ def _settle(conn: "Connection", dialect: str, settles: list[tuple[int, Settle]],
             first.setdefault(r.key, r)
         offered[op.unit_id] = len(op.records)
         rows += [{"job_id": op.job_id, "unit_id": op.unit_id, "key": r.key, "kind": r.kind,
-                  "conversation": r.conversation, "meta": r.meta, "call_ids": op.call_ids, "created_at": now}
+                  "conversation": r.conversation, "meta": r.meta, "call_ids": op.call_ids, "screen": r.screen,
+                  "created_at": now}
                  for r in first.values()]
     inserted: Counter[int] = Counter()
     if rows:  # RETURNING names only the new keys (ON CONFLICT DO NOTHING)

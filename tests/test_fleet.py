@@ -216,6 +216,19 @@ def test_budget_stops_dispatch_and_resume_with_a_higher_budget_finishes(fleet, t
     assert fleet.store.stats(job_id).records == 30
 
 
+def test_resume_retries_units_that_failed(fleet, tmp_path):
+    with Simulator(SimConfig(latency=0.0, echo_key_status=500)) as sim:
+        fleet.start(1, concurrency=4)
+        job_id = fleet.enqueue(write_job(tmp_path / "j.yml", sim_job(
+            sim.base_url, prompts=4, extra_teacher="    max_retries: 0\n", run="run:\n  unit_attempts: 1\n")))
+        units = fleet.wait_finished(job_id)
+        assert units[UnitState.FAILED] == 4
+        sim.configure(echo_key_status=0)
+        assert fleet.gen("resume", job_id).returncode == 0
+        units = fleet.wait_finished(job_id)
+    assert units[UnitState.DONE] == 4 and fleet.store.stats(job_id).records == 4
+
+
 def test_cancel_stops_dispatching_and_resume_continues(fleet, tmp_path):
     with Simulator(SimConfig(latency=0.3)) as sim:
         fleet.start(1, concurrency=2)

@@ -180,3 +180,20 @@ def test_budget_stops_a_local_run_and_raising_it_in_the_file_continues_the_same_
         assert second.returncode == 0 and "resuming job " + job_id in second.stderr
     assert len(store.list_jobs()) == 1
     assert store.stats(job_id).units[UnitState.DONE] == 20
+
+
+def test_failed_units_are_retried_when_the_same_command_runs_again(tmp_path):
+    """The teacher fails every call (unit_attempts: 1), the run ends saying to run it again; once the teacher is
+    back, running the same command again retries the failed units and finishes them."""
+    with Simulator(SimConfig(latency=0.0, echo_key_status=500)) as sim:
+        job = write_job(tmp_path / "j.yml", sim_job(sim.base_url, prompts=3, extra_teacher="    max_retries: 0\n",
+                                                    run="run:\n  unit_attempts: 1\n"))
+        first = gen_cmd("run", str(job), "-q")
+        assert first.returncode != 0 and "run the same command again to retry them" in first.stderr
+        sim.configure(echo_key_status=0)
+        again = gen_cmd("run", str(job), "-q")
+        assert again.returncode == 0, again.stderr
+    store = Store(f"sqlite:///{tmp_path / 'gen.db'}")
+    job_id = store.list_jobs()[0].id
+    assert store.stats(job_id).units[UnitState.DONE] == 3 and store.stats(job_id).records == 3
+    assert {u.attempts for u in store.units(job_id)} == {2}, "one failed attempt, then the one that passed"

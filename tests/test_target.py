@@ -55,3 +55,26 @@ def test_target_mode_stops_at_the_budget_and_says_so(tmp_path):
     assert 0 < accepted < 40
     store = db(tmp_path)
     assert store.stats(store.list_jobs()[0].id).units[UnitState.PENDING] > 0
+
+
+def test_records_past_the_target_from_units_retried_after_the_plan_ran_out_are_surplus(tmp_path):
+    """The plan runs out (4 prompts) with every unit failed; run again, the failed units are retried and all 4
+    pass: the job still keeps exactly its target, the others are surplus."""
+    with Simulator(SimConfig(latency=0.0, seed=4, echo_key_status=500)) as sim:
+        job = write_job(tmp_path / "t.yml", sim_job(
+            sim.base_url, instructor="  type: respond\n  target: 2\n  prompts:\n" + "".join(
+                f"    - \"Question number {i}: what is {i} plus {i}?\"\n" for i in range(4)),
+            extra_teacher="    max_retries: 0\n", run="run:\n  unit_attempts: 1\n"))
+        first = gen_cmd("run", str(job), "-q")
+        assert first.returncode != 0
+        sim.configure(echo_key_status=0)
+        again = gen_cmd("run", str(job), "-q")
+        assert again.returncode == 0, again.stderr
+    store = db(tmp_path)
+    job_id = store.list_jobs()[0].id
+    assert store.stats(job_id).units[UnitState.DONE] == 4
+    assert store.record_counts(job_id).get("surplus") == 2
+    exported = gen_cmd("export", job_id, "-o", "out.jsonl")
+    assert exported.returncode == 0, exported.stderr
+    with open("out.jsonl", encoding="utf-8") as f:
+        assert len(f.readlines()) == 2

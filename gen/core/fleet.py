@@ -83,8 +83,8 @@ def enqueue_job_file(db_url: str, file: Path, dispatcher: Dispatcher, *, queue: 
 
 
 def resume_job(store: Store, job: Job, dispatcher: Dispatcher, *, budget_usd: float | None = None) -> int:
-    """Finish planning if it was cut off, re-dispatch every unit not finished and not in flight; lift a cancel,
-    stop or block. In target mode only a first wave is planned here (the supervisor plans the next ones), and a
+    """Finish planning if it was cut off, re-dispatch every unit not finished and not in flight (failed units get
+    one more attempt); lift a cancel, stop or block. In target mode only a first wave is planned here (the supervisor plans the next ones), and a
     job that has met its target has nothing to resume."""
     spec = JobSpec.from_json(job.spec)
     if budget_usd is not None:
@@ -97,6 +97,7 @@ def resume_job(store: Store, job: Job, dispatcher: Dispatcher, *, budget_usd: fl
         return 0
     store.set_job_status(job.id, JobState.ACTIVE)
     store.reclaim_expired([job.id])
+    store.reopen_failed(job.id)
     sent = 0
     if spec.target is not None:
         if job.planned_units == 0 and not job.planning_done:  # `gen enqueue` stopped before its first wave

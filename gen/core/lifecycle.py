@@ -141,8 +141,19 @@ def settle_job(store: Store, job_id: str, *, max_attempts: int) -> JobState | No
         return None
     if store.has_unfinished_units(job_id, max_attempts=max_attempts):  # one indexed probe, not the job's totals
         return None
+    keep_target(store, job)
     store.set_job_status(job_id, JobState.FINISHED)
     return JobState.FINISHED
+
+
+def keep_target(store: Store, job: Job) -> None:
+    """In target mode, records past the target-th accepted one are surplus, whenever they arrived (units retried
+    after planning ended add records too)."""
+    target = (job.spec or {}).get("target")
+    if target:
+        from gen.core.target import keep_exactly
+
+        keep_exactly(store, job.id, int(target))
 
 
 def planner_for(spec: JobSpec) -> Callable[..., int]:

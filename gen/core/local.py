@@ -52,6 +52,7 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
     leases = LeaseKeeper(store, driver, LOCAL_LEASE_SECONDS)
     store.set_job_status(job.id, JobState.ACTIVE)
     store.release_running(job.id, worker_prefix="local:")
+    store.reopen_failed(job.id)  # running the job again retries its failed units (what its last run said to do)
     budget = None
     if spec.run.budget_usd is not None:  # every call reserves its cost first: none starts past the budget
         budget = LocalBudget(spec.run.budget_usd, already_spent=store.job_cost(job.id))

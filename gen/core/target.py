@@ -165,15 +165,17 @@ def advance_fleet_job(store: Store, job: Job, instructor: Instructor,
     step = plan_next_wave(store, job.id, instructor, target=int(job.spec["target"]), start=job.planned_units,
                           max_attempts=FLEET_RETRIES, on_chunk=dispatch)
     if step.done:
-        finish_fleet_job(store, job.id)
+        finish_fleet_job(store, job.id, int(job.spec["target"]))
     return step
 
 
-def finish_fleet_job(store: Store, job_id: str) -> bool:
-    """A fleet target job whose plan is over and with nothing pending or running is finished (its failed units,
-    if any, are not needed, or wait for `gen resume` when the plan ran out first)."""
+def finish_fleet_job(store: Store, job_id: str, target: int) -> bool:
+    """A fleet target job whose plan is over and with nothing pending or running is finished, keeping exactly
+    `target` records (its failed units, if any, are not needed, or wait for `gen resume` when the plan ran out
+    first)."""
     if not wave_settled(store, job_id, FLEET_RETRIES):
         return False
+    keep_exactly(store, job_id, target)
     return store.set_job_status(job_id, JobState.FINISHED)
 
 

@@ -196,6 +196,16 @@ class Store(Coordination):
             s.commit()
             return result.rowcount or 0
 
+    def reopen_failed(self, job_id: str) -> int:
+        """Failed units back to pending, for a resume the user asked for (`gen run` again, `gen resume`): each
+        gets one more attempt beyond `run.unit_attempts`. Their attempts count is kept, so an attempt after the
+        first still replays the calls answered before it."""
+        with self.session() as s:
+            result = s.exec(update(Unit).where(Unit.job_id == job_id, Unit.state == UnitState.FAILED)
+                            .values(state=UnitState.PENDING, worker=None, lease_until=None))
+            s.commit()
+            return result.rowcount or 0
+
     def runnable_unit_ids(self, job_id: str, *, max_attempts: int, after_seq: int = -1,
                           limit: int | None = None) -> list[int]:
         """Pending units, and failed ones that have attempts left, in plan order (a page of them with `limit`,

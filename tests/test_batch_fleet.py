@@ -207,3 +207,37 @@ def test_a_batch_created_after_its_intent_was_taken_over_is_cancelled(tmp_path, 
     stats = batch_stats(sim)
     assert stats["batches_created"] == 1 and stats["batches_cancelled"] == 1
     assert batch_db.open_requests(store, identity="c1")[0][1] == "queued" and not batch_db.submissions(store, job_id="j")
+
+
+def test_a_batch_recorded_after_gen_cancel_listed_the_jobs_batches_is_cancelled(tmp_path, sim):
+    """`gen cancel` cancels the batches recorded so far; a submitter whose create was under way then records its
+    batch, sees the job cancelled, and cancels that batch too: nothing keeps answering a cancelled job."""
+    from gen.batching.apis import make_batch_api
+    from gen.batching.fleet import JobTeacherBatches
+    from gen.config import TeacherSpec
+    from gen.store.states import JobState
+
+    batch_config(sim, delay=30)
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    job = store.create_job(name="c", instructor="respond", spec={}, spec_hash="c", planning_done=True)
+    spec = TeacherSpec(name="oa", provider="openai-compatible", model="sim-1", base_url=sim.base_url, mode="batch")
+    line = make_batch_api(spec).line("c1", {"model": "sim-1", "messages": [{"role": "user", "content": "hi"}]})
+    batch_db.queue_request(store, custom_id="c1", identity="c1", job_id=job.id, unit_id=1, teacher="oa",
+                           line=line.decode())
+    assert batch_db.take_submitter(store, job_id=job.id, teacher="oa", holder="s", seconds=60)
+    assert batch_db.open_intent(store, job_id=job.id, teacher="oa", provider="openai", holder="s", marker="m1",
+                                max_requests=10, max_bytes=10**6, lease_seconds=60)
+    store.set_job_status(job.id, JobState.ACTIVE)
+    store.set_job_status(job.id, JobState.CANCELLED)  # gen cancel: no batch recorded yet, none to cancel
+
+    async def create() -> None:
+        api = make_batch_api(spec)
+        try:
+            await JobTeacherBatches(spec, api, store, job.id, "s", 10).create("m1", [line])
+        finally:
+            await api.aclose()
+
+    asyncio.run(create())
+    stats = batch_stats(sim)
+    assert stats["batches_created"] == 1 and stats["batches_cancelled"] == 1
+    assert [s.status for s in batch_db.submissions(store, job_id=job.id)] == ["cancelled"]

@@ -164,13 +164,26 @@ class JobTeacherBatches:
             if batch_id is None:
                 await in_db_thread(db.drop_intent, self.store, marker=marker, failed=f"not submitted: {exc}")
                 return
-        if not await in_db_thread(db.record_created, self.store, marker=marker, batch_id=batch_id,
-                                  next_poll_in=FIRST_POLL):
+        recorded = await in_db_thread(db.record_created, self.store, marker=marker, batch_id=batch_id,
+                                      next_poll_in=FIRST_POLL)
+        if recorded == db.GONE:
             # This process stalled past its lease and another submitter already resolved the intent (its
             # requests may be queued again): the late batch would answer them twice, so it is cancelled.
             log.warning("teacher %s: batch %s was created after its submission had been taken over; cancelling it",
                         self.spec.name, batch_id)
             await self.api.cancel(batch_id)
+        elif recorded == db.JOB_CANCELLED:
+            await self.cancel_late(batch_id)
+
+    async def cancel_late(self, batch_id: str) -> None:
+        """A batch recorded after `gen cancel` listed the job's batches: cancelled here, as gen cancel would."""
+        log.warning("teacher %s: batch %s was created while its job was being cancelled; cancelling it",
+                    self.spec.name, batch_id)
+        try:
+            await self.api.cancel(batch_id)
+            await in_db_thread(db.mark_cancelled, self.store, batch_id=batch_id)
+        except Exception as exc:  # it stays in flight: `gen cancel` again, or `gen resume`, takes it from here
+            log.warning("teacher %s: cancelling batch %s failed: %s", self.spec.name, batch_id, exc)
 
     async def recover(self) -> None:
         """Intents another submitter left (killed between creating a batch and recording it): found at the
@@ -185,8 +198,9 @@ class JobTeacherBatches:
             else:
                 log.warning("teacher %s: an interrupted submission was found at the provider as batch %s",
                             self.spec.name, batch_id)
-                await in_db_thread(db.record_created, self.store, marker=marker, batch_id=batch_id,
-                                   next_poll_in=0.0)
+                if await in_db_thread(db.record_created, self.store, marker=marker, batch_id=batch_id,
+                                      next_poll_in=0.0) == db.JOB_CANCELLED:
+                    await self.cancel_late(batch_id)
 
     # -- polling (one process per batch at a time) --------------------------------------------------------------
     async def poll(self, batch_id: str, created_at: datetime) -> None:

@@ -21,7 +21,8 @@ from sqlalchemy import Column, Text, delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, select
 
-from gen.store.models import utcnow
+from gen.store.models import Job, utcnow
+from gen.store.states import JobState
 
 if TYPE_CHECKING:  # pragma: no cover
     from gen.store.store import Store
@@ -211,9 +212,15 @@ def open_intent(store: "Store", *, job_id: str, teacher: str, provider: str, hol
         return chunk
 
 
-def record_created(store: "Store", *, marker: str, batch_id: str, next_poll_in: float) -> bool:
+GONE, RECORDED, JOB_CANCELLED = "gone", "recorded", "job cancelled"
+
+
+def record_created(store: "Store", *, marker: str, batch_id: str, next_poll_in: float) -> str:
     """The provider created the intent's batch: the intent becomes the batch, its requests submitted to it.
-    False when the intent is gone (another submitter resolved it meanwhile): nothing is written."""
+    GONE when the intent is gone (another submitter resolved it meanwhile): nothing is written. JOB_CANCELLED when
+    it is recorded but its job was cancelled meanwhile: `gen cancel` listed the job's batches before this one
+    was recorded, so the caller cancels it. (The job's row is read under a lock after the write: a cancel either
+    committed before it, and is seen, or waits for this commit and then lists this batch.)"""
     with store.session() as s:
         moved = s.execute(update(BatchSubmission).where(BatchSubmission.id == pending_id(marker),
                                                         BatchSubmission.status == "submitting")
@@ -221,11 +228,13 @@ def record_created(store: "Store", *, marker: str, batch_id: str, next_poll_in: 
                                   next_poll_at=utcnow() + timedelta(seconds=next_poll_in)))
         if not moved.rowcount:
             s.rollback()
-            return False
+            return GONE
         s.execute(update(BatchRequest).where(BatchRequest.batch_id == pending_id(marker))
                   .values(batch_id=batch_id, state="submitted"))
+        job_id = s.exec(select(BatchSubmission.job_id).where(BatchSubmission.id == batch_id)).one()
+        status = s.exec(select(Job.status).where(Job.id == job_id).with_for_update(read=True)).first()
         s.commit()
-        return True
+        return JOB_CANCELLED if status == JobState.CANCELLED else RECORDED
 
 
 def drop_intent(store: "Store", *, marker: str, failed: Optional[str] = None) -> None:
@@ -291,4 +300,5 @@ def settled_requests(store: "Store", *, custom_ids: list[str]) -> dict[str, tupl
 __all__ = ["BatchSubmission", "BatchRequest", "BatchSubmitter", "queue_request", "open_requests",
            "note_poll", "record_results", "consume",
            "submissions", "mark_cancelled", "take_submitter", "release_submitter", "queued_summary", "open_intent",
-           "record_created", "drop_intent", "orphan_intent", "foreign_intents", "claim_polls", "settled_requests"]
+           "record_created", "GONE", "RECORDED", "JOB_CANCELLED", "drop_intent", "orphan_intent", "foreign_intents",
+           "claim_polls", "settled_requests"]

@@ -36,7 +36,7 @@ class JobState(StrEnum):
 UNIT_MOVES: dict[UnitState, frozenset[UnitState]] = {
     UnitState.PENDING: frozenset({UnitState.RUNNING}),
     UnitState.RUNNING: frozenset({UnitState.PENDING, UnitState.DONE, UnitState.REJECTED, UnitState.FAILED}),
-    UnitState.FAILED: frozenset({UnitState.RUNNING}),
+    UnitState.FAILED: frozenset({UnitState.RUNNING, UnitState.PENDING}),  # pending: a resume the user asked for
     UnitState.DONE: frozenset(),
     UnitState.REJECTED: frozenset(),
 }

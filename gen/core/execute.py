@@ -17,7 +17,6 @@ from gen.core.lease import LeaseKeeper, boot_clock
 from gen.errors import (AuthError, BudgetExhausted, Draining, LeaseLost, OutputRejected, TeacherError,
                         TeacherUnavailable, Unreachable)
 from gen.instructors import Instructor, UnitInput
-from gen.record_screen import in_stored_order, screen
 from gen.store import Store, UnitState
 from gen.store.group_commit import GroupCommit
 from gen.store.writes import Finish, Settle
@@ -40,6 +39,8 @@ class UnitResult:
 def screened(record: NewRecord) -> NewRecord:
     """A well-formed record as it is stored: turns in role, content order, and its screen (gen.record_screen), so
     that export reuses the verdict instead of checking each record again."""
+    from gen.record_screen import in_stored_order, screen  # the detector loads with the first record, not at start
+
     conversation = in_stored_order(record.conversation)
     return replace(record, conversation=conversation, screen=screen(conversation, record.meta))
 

@@ -23,6 +23,7 @@ from gen.core.journal import CallGate
 from gen.core.lease import LeaseKeeper
 from gen.core.teachers import LimiterFactory, build_teachers, close_teachers, local_limiter
 from gen.errors import BudgetExhausted, PlannedElsewhere, TeacherUnavailable, UsageError
+from gen.faults import failpoint
 from gen.instructors import Instructor
 from gen.instructors.base import MAX_UNITS
 from gen.neardup import NearDupIndex
@@ -77,6 +78,7 @@ def plan_units(store: Store, job_id: str, instructor: Instructor, *, start: int,
         except PlannedElsewhere:
             break  # another planner of the job goes on from here
         position += len(batch)
+        failpoint("after-plan-chunk")
         if on_chunk is not None:
             on_chunk(ids)
     return position

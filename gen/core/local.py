@@ -8,6 +8,7 @@ most); Ctrl-C again stops at once (calls in flight are recorded as cancelled).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -63,11 +64,19 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
     in_flight = min(max(t.calls_at_once for t in spec.teachers.values()), MAX_UNITS_AT_ONCE) or 1
     queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=in_flight * 2)
     stop_planning = threading.Event()
+    loop = asyncio.get_running_loop()
+    planned = asyncio.Event()  # set when the planner has committed a chunk (or stopped): the feeder looks at once
+
+    def on_chunk(ids: list[int]) -> None:  # in the planner's thread, after the chunk's transaction committed
+        tally.total += len(ids)
+        loop.call_soon_threadsafe(planned.set)
+
     planner = None
     if not job.planning_done:
         planner = asyncio.create_task(asyncio.to_thread(
             planner_for(spec), store, job.id, instructor, start=job.planned_units, stop=stop_planning,
-            on_chunk=lambda ids: setattr(tally, "total", tally.total + len(ids))))
+            on_chunk=on_chunk))
+        planner.add_done_callback(lambda _: planned.set())
 
     failure: list[BaseException] = []
 
@@ -75,6 +84,7 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
         after = -1
         try:
             while not gate.draining:
+                planned.clear()  # before reading: a chunk committed after this read sets it again
                 page = await in_db_thread(store.runnable_units, job.id, max_attempts=spec.run.unit_attempts,
                                           after_seq=after, limit=PAGE)
                 for unit_id, seq in page:
@@ -83,7 +93,10 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
                 if page:
                     continue
                 if planner is not None and not planner.done():
-                    await asyncio.sleep(0.1)
+                    # The first units are read the moment the planner commits them (a 0.1 s poll cost every
+                    # new job that much before its first request); the timeout is only a safety net.
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(planned.wait(), 0.1)
                     continue
                 if planner is not None and planner.exception() is not None:
                     raise planner.exception()  # type: ignore[misc]
@@ -111,7 +124,6 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
             progress.tick()
 
     main = asyncio.current_task()
-    loop = asyncio.get_running_loop()
     interrupts = {"count": 0, "at": 0.0, "calls_then": 0}
 
     def on_interrupt() -> None:

@@ -16,6 +16,7 @@ from gen.core.lifecycle import open_job
 from gen.core.local import driver_name, run_job_locally
 from gen.core.teachers import check_reachable
 from gen.errors import UsageError
+from gen.providers import tls
 from gen.store import Store, UnitState
 
 DRIVER_HOLD_SECONDS = 60.0  # renewed every 20 s while the run lives; a crashed run's hold lapses after this
@@ -62,6 +63,7 @@ def _run_job_file(db_url: str, file: Path, *, dry_run: bool, sim_latency: float,
         spec.check_keys()
         asyncio.run(check_reachable(spec))
 
+        tls.prepare()  # the teachers' TLS context loads on a thread while the database is prepared
         store = Store(db_url)
         stack.callback(store.close)
         opened = open_job(store, spec, instructor, resume=not force_new)

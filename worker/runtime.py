@@ -14,6 +14,7 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gen import collector
 from gen.budget import RedisBudget
 from gen.config import JobSpec, TeacherSpec
 from gen.core.fleet import Supervisor
@@ -222,5 +223,11 @@ def get_runtime(app) -> WorkerRuntime:  # noqa: ANN001
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            _runtime = WorkerRuntime(fleet_settings(), app)
+            try:
+                _runtime = WorkerRuntime(fleet_settings(), app)
+            finally:
+                # The worker's start-up is over (`gen worker` paused the collector, gen.collector): its heap is
+                # frozen, so the full collections of a long job no longer walk it (0.4 s each on a busy machine,
+                # the loop stopped meanwhile: bench/rate.py --only fleet).
+                collector.resume()
         return _runtime

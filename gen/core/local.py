@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from gen import collector
 from gen.budget import LocalBudget
 from gen.config import JobSpec
 from gen.core.journal import CallGate
@@ -57,6 +58,7 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
     if spec.run.budget_usd is not None:  # every call reserves its cost first: none starts past the budget
         budget = LocalBudget(spec.run.budget_usd, already_spent=store.job_cost(job.id))
     run = JobRun(store, job.id, spec, instructor, leases=leases, gate=gate, budget=budget)
+    collector.resume()  # start-up is over (the teachers are built): the collector runs again (gen.collector)
     base = store.stats(job.id)
     tally = Tally(total=max(job.unit_count, base.total_units), base=base, meter=run.meter)
     progress = ProgressPrinter(tally, every=progress_every, quiet=quiet)

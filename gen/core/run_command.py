@@ -10,6 +10,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+from gen import collector
 from gen.config import read_job_file
 from gen.core.jobs import load_instructor
 from gen.core.lifecycle import open_job
@@ -41,6 +42,7 @@ def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency:
         import signal
         import threading
 
+        collector.resume()  # if start-up ended early (a refusal, an error), the collector runs again all the same
         if restore_interrupt and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.default_int_handler)
 

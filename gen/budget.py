@@ -20,8 +20,6 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from gen.errors import BudgetExhausted
 
 log = logging.getLogger("gen.budget")
@@ -185,6 +183,8 @@ class RedisBudget(Budget):
         return max(float(spent or 0), self.already_spent), float(reserved or 0)
 
     async def _run(self, script, args: list):
+        from redis.exceptions import RedisError  # here, not on import: gen run's LocalBudget needs no redis
+
         delay, waited = 0.2, 0.0
         while True:
             try:

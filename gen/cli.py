@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from gen import collector
 from gen.cli_support import EXIT_INTERRUPTED, fail, handle_errors, open_store  # noqa: F401
 from gen.errors import UsageError
 from gen.secrets import install_log_scrubber
@@ -108,6 +109,7 @@ def estimate(ctx: click.Context, file: Path, sample: int, dry_run: bool, sim_lat
 @handle_errors
 def run(ctx: click.Context, file: Path, dry_run: bool, sim_latency: float, force_new: bool, quiet: bool) -> None:
     """Run a job in this process. Ctrl-C stops cleanly; the same command again resumes."""
+    collector.pause()  # until the teachers are built (gen.collector): 0.16-0.24 s less before the first request
     from gen.core.run_command import run_job_file
 
     code = run_job_file(ctx.obj["db"], file, dry_run=dry_run, sim_latency=sim_latency, force_new=force_new,
@@ -163,10 +165,14 @@ def status(ctx: click.Context, job: str | None, as_json: bool, watch: bool, ever
 @handle_errors
 def enqueue(ctx: click.Context, file: Path, queue: str, force_new: bool, no_key_check: bool) -> None:
     """Record a job and send its units to the worker fleet; returns at once."""
-    from gen.core.fleet import enqueue_job_file
+    collector.pause()  # until the job is recorded (gen.collector): its first units reach the workers sooner
+    try:
+        from gen.core.fleet import enqueue_job_file
 
-    job = enqueue_job_file(ctx.obj["db"], file, _dispatcher(), queue=queue, force_new=force_new,
-                           check_keys=not no_key_check)
+        job = enqueue_job_file(ctx.obj["db"], file, _dispatcher(), queue=queue, force_new=force_new,
+                               check_keys=not no_key_check)
+    finally:
+        collector.resume()
     click.echo(job.id)
     target = job.spec.get("target")
     wave = (f" (target mode: a first wave; the workers plan the next ones until {target} records pass)"
@@ -185,6 +191,7 @@ def enqueue(ctx: click.Context, file: Path, queue: str, force_new: bool, no_key_
 @handle_errors
 def worker(concurrency: int, queues: str, hostname: str | None, loglevel: str, events: bool) -> None:
     """Start a worker: one process, one event loop, many units in flight."""
+    collector.pause()  # until its runtime is up (worker.runtime.get_runtime resumes it; gen.collector)
     from gen.store import Store
     from worker.app import get_app
     from worker.dispatch import check_broker

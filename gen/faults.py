@@ -2,7 +2,8 @@
 N-th time it passes the point NAME: a crash at the worst moment, on purpose. Unset, passing a point does nothing.
 
 Points: `after-commit` (gen.store.group_commit: a transaction committed, its writers not yet told, so no queue
-message of theirs acknowledged)."""
+message of theirs acknowledged); `after-plan-chunk` (gen.core.lifecycle: a chunk of a job's plan committed, the
+rest not planned yet, while `gen run` already runs the units planned so far)."""
 from __future__ import annotations
 
 import os

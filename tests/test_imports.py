@@ -49,6 +49,44 @@ def test_validating_each_example_loads_nothing_heavy(example, tmp_path):
     assert not loaded & set(HEAVY), f"{example.name}: {sorted(loaded & set(HEAVY))}"
 
 
+def test_run_loads_neither_the_queue_clients_nor_an_sdk_it_does_not_use(tmp_path, sim):
+    """`gen run` of an OpenAI-compatible job imports no Redis client (its budget is in-process), no Celery, no
+    Mistral SDK and no server: everything it imports is start-up paid before its first teacher request
+    (`python bench/rate.py --only gen-run`)."""
+    job = tmp_path / "r.yml"
+    job.write_text(f"name: r\ninstructor:\n  type: respond\n  prompts: [hi, ho]\nteachers:\n  main:\n"
+                   f"    provider: openai-compatible\n    model: m\n    base_url: {sim.base_url}\nrun:\n"
+                   "    budget_usd: 5\n")
+    code = (f"from gen.cli import cli\ntry:\n    cli(['run', {str(job)!r}, '-q'])\nexcept SystemExit as e:\n"
+            "    assert e.code == 0, e.code")
+    loaded = loaded_after(code, cwd=tmp_path)
+    assert "openai" in loaded and "sqlalchemy" in loaded
+    assert not loaded & {"redis", "celery", "kombu", "mistralai", "starlette", "uvicorn", "numpy", "datasketch"}
+
+
+def test_enqueue_loads_none_of_the_running_side(tmp_path, pg_url, sim):
+    """`gen enqueue` records, plans and dispatches a job: it imports neither the unit executor, the teachers, the
+    SDKs nor their HTTP clients (the workers run the units), which its start-up paid for before its first dispatch."""
+    from fleet_helpers import RedisServer
+
+    redis_server = RedisServer(tmp_path)
+    job = tmp_path / "e.yml"
+    job.write_text(f"name: e\ninstructor:\n  type: respond\n  prompts: [hi, ho]\nteachers:\n  main:\n"
+                   f"    provider: openai-compatible\n    model: m\n    base_url: {sim.base_url}\n")
+    code = (f"import os, sys\nos.environ.update(GEN_DATABASE_URL={pg_url!r}, GEN_REDIS_URL={redis_server.url!r})\n"
+            f"from gen.cli import cli\ntry:\n    cli(['enqueue', {str(job)!r}])\nexcept SystemExit as e:\n"
+            "    assert e.code == 0, e.code\n"
+            "print(' '.join(m for m in sys.modules if m.startswith('gen.')))")
+    try:
+        loaded = loaded_after(code, cwd=tmp_path)  # the package names, and gen's modules by their full names
+    finally:
+        redis_server.stop()
+    assert "celery" in loaded and "sqlalchemy" in loaded
+    running = {"gen.core.execute", "gen.core.journal", "gen.teacher", "gen.core.teachers", "gen.neardup",
+               "gen.record_screen", "gen.budget", "gen.ratelimit", "gen.providers.openai_provider"}
+    assert not loaded & (running | {"openai", "mistralai", "aiohttp", "httpx2", "ahocorasick_rs"})
+
+
 def test_every_schema_gen_ships_is_a_valid_json_schema():
     """`gen.schemas.validator_for` no longer checks gen's own schemas against the metaschema on every start-up
     (40 ms of `gen validate`): this test does, once, for all of them."""

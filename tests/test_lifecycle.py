@@ -67,6 +67,36 @@ def test_a_killed_gen_run_does_not_hold_the_job(tmp_path):
     assert "resuming job" in again.stderr
 
 
+def test_a_run_killed_while_its_plan_is_written_resumes_it_and_runs_every_unit_once(tmp_path):
+    """`gen run` feeds a job's units to its teachers as soon as their chunk of the plan is committed, while the
+    planner writes the next chunk. Killed right after the second chunk's commit (the plan two-thirds written, the
+    first chunk's units being fed), the same command again plans the rest from where it stopped and runs every
+    unit exactly once: one accepted call and one record each, no duplicate."""
+    units = 2 * 2000 + 1  # three chunks of the plan (gen.core.lifecycle.PLAN_CHUNK)
+    with open(tmp_path / "prompts.jsonl", "w") as f:
+        for i in range(units):
+            f.write(f'{{"prompt": "Question {i}: what is {i} plus {i}?"}}\n')
+    with Simulator(SimConfig(latency=0.05)) as sim:
+        job = write_job(tmp_path / "j.yml", sim_job(sim.base_url, concurrency=100, instructor=(
+            "  type: respond\n  prompts_file: prompts.jsonl\n")))
+        killed = subprocess.run([sys.executable, "-m", "gen", "run", str(job), "-q"], capture_output=True, text=True,
+                                env={**os.environ, "GEN_FAILPOINT": "after-plan-chunk:2"}, timeout=120)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        store = store_here(tmp_path)
+        half = store.list_jobs()[0]
+        assert half.planned_units == 4000 and not half.planning_done
+        again = gen_cmd("run", str(job), "-q", timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resuming job" in again.stderr
+    stats = store.stats(half.id)
+    assert stats.units[UnitState.DONE] == stats.total_units == units
+    assert stats.records == units and stats.duplicates == 0
+    with store.engine.connect() as conn:
+        accepted = dict(conn.execute(text("SELECT unit_id, count(*) FROM calls WHERE accepted GROUP BY unit_id")).all())
+    assert len(accepted) == units and set(accepted.values()) == {1}
+    assert store.get_job(half.id).planning_done
+
+
 def test_the_first_ctrl_c_lets_calls_in_flight_finish_and_keeps_them(tmp_path):
     with Simulator(SimConfig(latency=1.5)) as sim:
         job = write_job(tmp_path / "j.yml", sim_job(sim.base_url, prompts=30, concurrency=10))

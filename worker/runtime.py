@@ -12,7 +12,9 @@ import threading
 import time
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+from gen import collector
 from gen.budget import RedisBudget
 from gen.config import JobSpec, TeacherSpec
 from gen.core.fleet import Supervisor
@@ -30,6 +32,7 @@ from worker.settings import FleetSettings, fleet_settings
 
 log = logging.getLogger("gen.worker")
 TEACHER_RETRY_SECONDS = 30.0
+REDIS_CONNECTIONS = 64  # the loop's Redis pool (rate limiter, budget): calls beyond it wait for a connection
 TARGET_TICK_SECONDS = 1.0
 
 
@@ -55,15 +58,30 @@ class WorkerRuntime:
         import gen.providers.mistral_provider  # noqa: F401
         import gen.providers.openai_provider  # noqa: F401
         from gen.instructors import available_instructors
+        from gen.providers import tls
+
+        tls.prepare()  # and the teachers' TLS context (with its imports), not on a job's first unit either
 
         available_instructors()  # entry points scanned and instructor modules imported once, up front
         # A blocking pool: calls wait their turn for a connection instead of failing when all are busy.
-        pool = aioredis.BlockingConnectionPool.from_url(self.settings.redis_url, max_connections=64, timeout=30)
+        pool = aioredis.BlockingConnectionPool.from_url(self.settings.redis_url, max_connections=REDIS_CONNECTIONS,
+                                                        timeout=30)
         self.redis = aioredis.Redis(connection_pool=pool)
+        await self._open_redis_connections()
         self._job_lock = asyncio.Lock()
         self.loop.create_task(self.leases.run())
         self.loop.create_task(self._supervise())
         self.loop.create_task(self._advance_targets())
+
+    async def _open_redis_connections(self) -> None:
+        """Open the pool's connections now. A job's first units all ask the fleet's rate limiter at once; opening
+        the connections then (a connect and a handshake each, on the loop) held the first teacher request back
+        by 0.1 s, 0.5 s on a busy machine (bench/rate.py --only fleet). If Redis is away they open when used."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*(self.redis.ping() for _ in range(REDIS_CONNECTIONS))), 10)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            log.warning("could not open connections to Redis at start-up (%s); they open when used",
+                        type(exc).__name__)
 
     # called from Celery's pool threads --------------------------------------------------------------------
     def run_units(self, job_id: str, unit_ids: list[int]) -> tuple[list[int], float]:
@@ -205,5 +223,11 @@ def get_runtime(app) -> WorkerRuntime:  # noqa: ANN001
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            _runtime = WorkerRuntime(fleet_settings(), app)
+            try:
+                _runtime = WorkerRuntime(fleet_settings(), app)
+            finally:
+                # The worker's start-up is over (`gen worker` paused the collector, gen.collector): its heap is
+                # frozen, so the full collections of a long job no longer walk it (0.4 s each on a busy machine,
+                # the loop stopped meanwhile: bench/rate.py --only fleet).
+                collector.resume()
         return _runtime

@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
+from gen import collector
 from gen.config import JobSpec, read_job_file
 from gen.core.jobs import load_instructor
 from gen.core.lifecycle import open_job, plan_units
@@ -71,6 +72,7 @@ def enqueue_job_file(db_url: str, file: Path, dispatcher: Dispatcher, *, queue: 
 
         print(f"gen enqueue: {one_line(estimate_for_new_job(store, job.id, spec, instructor, file_hash=spec.spec_hash))}",
               file=sys.stderr, flush=True)
+        collector.resume()  # start-up is over (gen.collector): a plan of any size is made with the collector on
         send = lambda ids: dispatch(store, dispatcher, job.id, ids, queue)  # noqa: E731
         if spec.target is not None:  # the first wave; the supervisor plans the next ones (gen.core.target)
             plan_next_wave(store, job.id, instructor, target=spec.target, start=0, max_attempts=FLEET_RETRIES,

@@ -15,21 +15,24 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from gen.budget import Budget
 from gen.config import JobSpec
-from gen.core.execute import UnitExecutor, UnitResult
-from gen.core.journal import CallGate
-from gen.core.lease import LeaseKeeper
-from gen.core.teachers import LimiterFactory, build_teachers, close_teachers, local_limiter
 from gen.errors import BudgetExhausted, PlannedElsewhere, TeacherUnavailable, UsageError
+from gen.faults import failpoint
 from gen.instructors import Instructor
 from gen.instructors.base import MAX_UNITS
-from gen.neardup import NearDupIndex
 from gen.store import Job, Store
 from gen.store.states import JobState
 from gen.store.threads import in_db_thread
-from gen.teacher import Meter
+
+if TYPE_CHECKING:  # the running side, imported by JobRun when a job is run: `gen enqueue` only opens and plans
+    from gen.budget import Budget
+    from gen.core.execute import UnitResult
+    from gen.core.journal import CallGate
+    from gen.core.lease import LeaseKeeper
+    from gen.core.teachers import LimiterFactory
+    from gen.teacher import Meter
 
 log = logging.getLogger("gen.core")
 PLAN_CHUNK = 2000
@@ -77,6 +80,7 @@ def plan_units(store: Store, job_id: str, instructor: Instructor, *, start: int,
         except PlannedElsewhere:
             break  # another planner of the job goes on from here
         position += len(batch)
+        failpoint("after-plan-chunk")
         if on_chunk is not None:
             on_chunk(ids)
     return position
@@ -86,14 +90,21 @@ class JobRun:
     """One job as one process runs it, the same in `gen run` and in a worker."""
 
     def __init__(self, store: Store, job_id: str, spec: JobSpec, instructor: Instructor, *, leases: LeaseKeeper,
-                 limiter_factory: LimiterFactory = local_limiter, meter: Meter | None = None,
+                 limiter_factory: LimiterFactory | None = None, meter: Meter | None = None,
                  gate: CallGate | None = None, budget: Budget | None = None):
+        """`limiter_factory`: each teacher's rate limiter (default: in this process, gen.core.teachers)."""
+        from gen.core.execute import UnitExecutor
+        from gen.core.teachers import build_teachers, local_limiter
+        from gen.neardup import NearDupIndex
+        from gen.teacher import Meter
+
         self.store = store
         self.job_id = job_id
         self.spec = spec
         self.meter = meter or Meter()
         instructor.services.seen = NearDupIndex(store, job_id)  # shared by every worker of the job
-        self.teachers = build_teachers(spec, meter=self.meter, limiter_factory=limiter_factory, budget=budget)
+        self.teachers = build_teachers(spec, meter=self.meter, limiter_factory=limiter_factory or local_limiter,
+                                       budget=budget)
         self.executor = UnitExecutor(store, job_id, spec, instructor, self.teachers, leases=leases, gate=gate)
         self._spent_in_db = 0.0
         self._meter_at_read = 0.0
@@ -131,6 +142,8 @@ class JobRun:
         return f"budget reached: ${spent:.4f} of ${budget:.4f}" if spent >= budget else None
 
     async def close(self) -> None:
+        from gen.core.teachers import close_teachers
+
         await close_teachers(self.teachers)
 
 

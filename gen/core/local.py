@@ -8,6 +8,7 @@ most); Ctrl-C again stops at once (calls in flight are recorded as cancelled).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from gen import collector
 from gen.budget import LocalBudget
 from gen.config import JobSpec
 from gen.core.journal import CallGate
@@ -57,6 +59,7 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
     if spec.run.budget_usd is not None:  # every call reserves its cost first: none starts past the budget
         budget = LocalBudget(spec.run.budget_usd, already_spent=store.job_cost(job.id))
     run = JobRun(store, job.id, spec, instructor, leases=leases, gate=gate, budget=budget)
+    collector.resume()  # start-up is over (the teachers are built): the collector runs again (gen.collector)
     base = store.stats(job.id)
     tally = Tally(total=max(job.unit_count, base.total_units), base=base, meter=run.meter)
     progress = ProgressPrinter(tally, every=progress_every, quiet=quiet)
@@ -64,11 +67,19 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
     in_flight = min(max(t.calls_at_once for t in spec.teachers.values()), MAX_UNITS_AT_ONCE) or 1
     queue: asyncio.Queue[int | None] = asyncio.Queue(maxsize=in_flight * 2)
     stop_planning = threading.Event()
+    loop = asyncio.get_running_loop()
+    planned = asyncio.Event()  # set when the planner has committed a chunk (or stopped): the feeder looks at once
+
+    def on_chunk(ids: list[int]) -> None:  # in the planner's thread, after the chunk's transaction committed
+        tally.total += len(ids)
+        loop.call_soon_threadsafe(planned.set)
+
     planner = None
     if not job.planning_done:
         planner = asyncio.create_task(asyncio.to_thread(
             planner_for(spec), store, job.id, instructor, start=job.planned_units, stop=stop_planning,
-            on_chunk=lambda ids: setattr(tally, "total", tally.total + len(ids))))
+            on_chunk=on_chunk))
+        planner.add_done_callback(lambda _: planned.set())
 
     failure: list[BaseException] = []
 
@@ -76,6 +87,7 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
         after = -1
         try:
             while not gate.draining:
+                planned.clear()  # before reading: a chunk committed after this read sets it again
                 page = await in_db_thread(store.runnable_units, job.id, max_attempts=spec.run.unit_attempts,
                                           after_seq=after, limit=PAGE)
                 for unit_id, seq in page:
@@ -84,7 +96,10 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
                 if page:
                     continue
                 if planner is not None and not planner.done():
-                    await asyncio.sleep(0.1)
+                    # The first units are read the moment the planner commits them (a 0.1 s poll cost every
+                    # new job that much before its first request); the timeout is only a safety net.
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(planned.wait(), 0.1)
                     continue
                 if planner is not None and planner.exception() is not None:
                     raise planner.exception()  # type: ignore[misc]
@@ -112,7 +127,6 @@ async def run_job_locally(store: Store, job: Job, spec: JobSpec, instructor: Ins
             progress.tick()
 
     main = asyncio.current_task()
-    loop = asyncio.get_running_loop()
     interrupts = {"count": 0, "at": 0.0, "calls_then": 0}
 
     def on_interrupt() -> None:

@@ -10,12 +10,14 @@ import contextlib
 import sys
 from pathlib import Path
 
+from gen import collector
 from gen.config import read_job_file
 from gen.core.jobs import load_instructor
 from gen.core.lifecycle import open_job
 from gen.core.local import driver_name, run_job_locally
 from gen.core.teachers import check_reachable
 from gen.errors import UsageError
+from gen.providers import tls
 from gen.store import Store, UnitState
 
 DRIVER_HOLD_SECONDS = 60.0  # renewed every 20 s while the run lives; a crashed run's hold lapses after this
@@ -40,6 +42,7 @@ def run_job_file(db_url: str, file: Path, *, dry_run: bool = False, sim_latency:
         import signal
         import threading
 
+        collector.resume()  # if start-up ended early (a refusal, an error), the collector runs again all the same
         if restore_interrupt and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -62,6 +65,7 @@ def _run_job_file(db_url: str, file: Path, *, dry_run: bool, sim_latency: float,
         spec.check_keys()
         asyncio.run(check_reachable(spec))
 
+        tls.prepare()  # the teachers' TLS context loads on a thread while the database is prepared
         store = Store(db_url)
         stack.callback(store.close)
         opened = open_job(store, spec, instructor, resume=not force_new)

@@ -10,6 +10,7 @@ import openai
 
 from gen.config import RetryPolicy, TeacherSpec
 from gen.errors import CallTimeout, MalformedResponse, Unreachable
+from gen.providers import tls
 from gen.providers.base import Provider, error_for_status
 from gen.secrets import redact_url, scrub
 from gen.types import ChatRequest, Completion, Usage
@@ -94,5 +95,6 @@ def parse_chat_completion(body: bytes, *, status: int, headers: dict[str, str], 
 
 def http_client(spec: TeacherSpec):
     """The SDK's aiohttp transport: httpcore's pool scans every pooled connection on each request (a socket
-    probe each), which dominates CPU at hundreds of calls in flight; aiohttp's pool does not."""
-    return openai.DefaultAioHttpClient(timeout=RetryPolicy.of(spec).call_timeout)
+    probe each), which dominates CPU at hundreds of calls in flight; aiohttp's pool does not. It verifies
+    servers with the process's TLS context (gen.providers.tls), the one it would otherwise build for itself."""
+    return openai.DefaultAioHttpClient(timeout=RetryPolicy.of(spec).call_timeout, verify=tls.context())

@@ -55,7 +55,7 @@ def prompts(lines: list[str]) -> list[str]:
         turns = row.get("messages") or row["conversations"]
         out.append(next(t.get("content", t.get("value")) for t in turns if t.get("role", t.get("from")) in
                         ("user", "human")))
-    return out
+    return sorted(out)  # records are stored in the order their units finished
 
 
 def test_a_run_stores_each_record_with_this_gens_verdict(sim, tmp_path):
@@ -65,7 +65,7 @@ def test_a_run_stores_each_record_with_this_gens_verdict(sim, tmp_path):
     verdict = read_screen(stored["Tell me a secret."])
     assert verdict is not None and verdict.match is not None and verdict.match.kind == "refusal"
     lines, err = exported(job_id)
-    assert prompts(lines) == ["Name a prime.", "Name a colour."] and "1 dropped by the refusal filter" in err
+    assert prompts(lines) == ["Name a colour.", "Name a prime."] and "1 dropped by the refusal filter" in err
 
 
 def test_export_takes_the_stored_verdict_instead_of_checking_again(sim, tmp_path):
@@ -76,7 +76,7 @@ def test_export_takes_the_stored_verdict_instead_of_checking_again(sim, tmp_path
     assert prompts(lines) == ["Name a prime."] and "2 dropped by the refusal filter" in err
     # ... and an export with phrases of its own checks every record again (its rules are not the screen's)
     lines, err = exported(job_id, "messages", "--filter-phrase", "zebra")
-    assert prompts(lines) == ["Name a prime.", "Name a colour."] and "1 dropped" in err
+    assert prompts(lines) == ["Name a colour.", "Name a prime."] and "1 dropped" in err
 
 
 def test_records_not_screened_by_this_gen_are_checked_as_before(sim, tmp_path):
@@ -85,7 +85,7 @@ def test_records_not_screened_by_this_gen_are_checked_as_before(sim, tmp_path):
     set_screen(store, job_id, "Name a prime.", "0123456789abcdef")        # screened by other rules: "clean"
     set_screen(store, job_id, "Name a colour.", "0123456789abcdef\x1frefusal\x1fI can't\x1fI can't")
     lines, err = exported(job_id)
-    assert prompts(lines) == ["Name a prime.", "Name a colour."] and "1 dropped by the refusal filter" in err
+    assert prompts(lines) == ["Name a colour.", "Name a prime."] and "1 dropped by the refusal filter" in err
 
 
 def test_screened_and_checked_records_export_the_same_bytes(sim, tmp_path):
